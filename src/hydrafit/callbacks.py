@@ -1,0 +1,147 @@
+"""Lightning callbacks of the `callbacks` group: the fit plot and the metrics file."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar
+from pytorch_lightning.utilities import rank_zero_only
+from tqdm.auto import tqdm
+
+from hydrafit.metrics import final_metrics, predict
+from hydrafit.plotting import fit_figure
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    """Write JSON through a temp file + rename, so a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def draw_fit(net, datamodule, epoch: int):
+    """The truth / data / prediction / baseline figure of `net` on `datamodule`."""
+    dm, grid = datamodule, datamodule.grid()
+    truth, prediction, baseline = dm.truth(grid), predict(net, grid), dm.baseline()
+    rmse = torch.sqrt(torch.mean((prediction - truth) ** 2)).item()
+    return fit_figure(
+        grid.ravel(), truth.ravel(), dm.x_train.cpu().ravel(), dm.y_train.cpu().ravel(),
+        prediction.ravel(), None if baseline is None else baseline(grid.double()).ravel(),
+        title=f"epoch {epoch}: truth RMSE {rmse:.4f}", truth_label=str(dm.truth))
+
+
+class FitPlot(pl.Callback):
+    """Sends the fit figure to TensorBoard `n_images` times during training and once at the end
+    (so the image slider shows the fit evolving), and writes the final one to <dirpath>/fit.png.
+
+    Rendering costs ~tens of ms a figure, so it happens on a schedule, never every epoch.
+    """
+
+    def __init__(self, dirpath: str, n_images: int = 10):
+        self.dirpath, self.n_images = Path(dirpath), n_images
+
+    @staticmethod
+    def _tensorboard(trainer: pl.Trainer):
+        """The SummaryWriter if the logger is TensorBoard; other loggers only get fit.png."""
+        experiment = getattr(trainer.logger, "experiment", None)
+        return experiment if hasattr(experiment, "add_figure") else None
+
+    def _log_image(self, trainer: pl.Trainer, fig) -> None:
+        if writer := self._tensorboard(trainer):
+            writer.add_figure("fit", fig, global_step=trainer.global_step, close=False)
+
+    @rank_zero_only
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        every = max(1, trainer.max_epochs // max(self.n_images, 1))
+        epoch = trainer.current_epoch + 1
+        if self.n_images <= 0 or epoch % every or epoch >= trainer.max_epochs:
+            return  # the last epoch's figure is drawn by on_fit_end
+        if not self._tensorboard(trainer):
+            return
+        fig = draw_fit(pl_module.net, trainer.datamodule, epoch)
+        self._log_image(trainer, fig)
+
+    @rank_zero_only
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        fig = draw_fit(pl_module.net, trainer.datamodule, trainer.current_epoch)
+        self._log_image(trainer, fig)
+        tmp = self.dirpath / ".fit.tmp.png"
+        fig.savefig(tmp)
+        os.replace(tmp, self.dirpath / "fit.png")
+
+
+class MetricsFile(pl.Callback):
+    """Writes <dirpath>/metrics.json: `status: running` when fit starts, the final metrics with
+    `status: completed` when it ends. The final metrics also go to the logger (filling the
+    HPARAMS tab) and to `trainer.callback_metrics`, where `train` reads the optimized metric.
+    """
+
+    def __init__(self, dirpath: str):
+        self.path = Path(dirpath) / "metrics.json"
+        self._start = 0.0
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._start = time.perf_counter()
+        if trainer.is_global_zero:
+            write_json_atomic(self.path, {"status": "running"})
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        metrics = final_metrics(pl_module.net, trainer.datamodule)
+        trainer.callback_metrics.update({k: torch.tensor(v) for k, v in metrics.items()})
+        if not trainer.is_global_zero:
+            return
+        if trainer.logger is not None:
+            trainer.logger.log_metrics(metrics, step=trainer.global_step)
+        write_json_atomic(self.path, {**metrics, "epochs": trainer.current_epoch,
+                                      "fit_seconds": round(time.perf_counter() - self._start, 3),
+                                      "status": "completed"})
+
+
+class Checkpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint, plus a final `last.ckpt` when training ends between two
+    periodic saves (Lightning's own on_train_end saves it only if nothing was saved at all).
+    Periodic saves (`every_n_epochs`) exist for resuming after a crash; saving every epoch
+    would cost more than the training step of a small model."""
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_end(trainer, pl_module)
+        last = Path(self.dirpath) / f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}"
+        if self.save_last and not trainer.fast_dev_run and self.last_model_path == str(last):
+            trainer.save_checkpoint(last, weights_only=False)  # atomic (temp file + rename) in Lightning
+
+
+class EpochProgressBar(ProgressBar):
+    """One tqdm bar over epochs, showing train/loss. Lightning's TQDMProgressBar draws one
+    bar per epoch, which for 250 one-batch epochs is 250 bars of noise."""
+
+    def __init__(self, refresh_seconds: float = 0.25):
+        super().__init__()
+        self.refresh_seconds, self._enabled, self._bar = refresh_seconds, True, None
+
+    def disable(self) -> None:
+        self._enabled = False
+
+    def enable(self) -> None:
+        self._enabled = True
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._enabled and trainer.is_global_zero:
+            total = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else None
+            self._bar = tqdm(total=total, initial=trainer.current_epoch, desc="Training",
+                             unit="epoch", mininterval=self.refresh_seconds, dynamic_ncols=True)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._bar is not None:
+            loss = trainer.callback_metrics.get("train/loss")
+            if loss is not None:
+                self._bar.set_postfix(loss=f"{float(loss):.4g}", refresh=False)
+            self._bar.update(1)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None

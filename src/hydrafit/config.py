@@ -1,0 +1,138 @@
+"""Validation of a composed config, run before anything is built, trained or written.
+
+Hydra's struct mode already refuses overrides of keys that do not exist (`model.hiden=3`).
+This module refuses what gets past it: keys added with `+`, `_target_`s outside the project's
+namespaces, arguments a target does not take, and values out of range. Every failure is a
+ConfigError whose message is one line that names the key and what is allowed.
+"""
+from __future__ import annotations
+
+import difflib
+import inspect
+import typing
+from numbers import Integral, Real
+
+from hydra.utils import get_object
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+# Only these may be instantiated: a config (or an override) must never name os.system & co.
+ALLOWED_TARGETS = ("hydrafit.", "torch.optim.", "pytorch_lightning.Trainer",
+                   "pytorch_lightning.callbacks.", "pytorch_lightning.loggers.")
+TOP_LEVEL_KEYS = ("seed", "optimized_metric", "dataset", "model", "optimizer", "scheduler",
+                  "trainer", "callbacks", "logger")
+
+
+class ConfigError(ValueError):
+    """A config that cannot be trained with; the message names the key and what is allowed."""
+
+
+def _unknown(key: str, allowed) -> ConfigError:
+    close = difflib.get_close_matches(key.rsplit(".", 1)[-1], list(allowed), n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else f"; allowed: {', '.join(sorted(allowed))}"
+    return ConfigError(f"{key}: unknown key{hint}")
+
+
+def accepted_arguments(target) -> set[str] | None:
+    """Keyword arguments `target` takes; None if it takes any. A hydrafit factory taking
+    **kwargs forwards them to the class it returns (its return annotation)."""
+    params = inspect.signature(target).parameters
+    names = {n for n, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+    if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        return names
+    returned = typing.get_type_hints(target).get("return") if inspect.isfunction(target) else None
+    if target.__module__.startswith("hydrafit.") and inspect.isclass(returned):
+        return names | accepted_arguments(returned)
+    return None
+
+
+def check_targets(node, path: str = "") -> None:
+    """Every `_target_` in the tree is allowed and every sibling key is one of its arguments."""
+    if isinstance(node, ListConfig):
+        for i, item in enumerate(node):
+            check_targets(item, f"{path}[{i}]")
+        return
+    if not isinstance(node, DictConfig):
+        return
+    if "_target_" in node:
+        target = str(node._target_)
+        if not target.startswith(ALLOWED_TARGETS):
+            raise ConfigError(f"{path}._target_: '{target}' is not allowed; targets must start "
+                              f"with one of {', '.join(ALLOWED_TARGETS)}")
+        accepted = accepted_arguments(get_object(target))
+        for key in node:
+            if not str(key).startswith("_") and accepted is not None and key not in accepted:
+                raise _unknown(f"{path}.{key}", accepted)
+    for key, child in node.items_ex(resolve=False):
+        check_targets(child, f"{path}.{key}" if path else str(key))
+
+
+def _number(cfg: DictConfig, key: str, kind=Real, low=None, high=None, low_open=False):
+    """The value at dotted `key`, checked to be a `kind` within [low, high] (or (low, ...))."""
+    value = OmegaConf.select(cfg, key)
+    name = "an integer" if kind is Integral else "a number"
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise ConfigError(f"{key} must be {name}, got {value!r}")
+    if low is not None and (value <= low if low_open else value < low):
+        raise ConfigError(f"{key} must be {'>' if low_open else '>='} {low}, got {value}")
+    if high is not None and value > high:
+        raise ConfigError(f"{key} must be <= {high}, got {value}")
+    return value
+
+
+def check_dataset(cfg: DictConfig) -> None:
+    d = cfg.dataset
+    _number(cfg, "dataset.n_points", Integral, low=2)
+    _number(cfg, "dataset.noise_std", low=0)
+    lo_hi = d.get("x_range")
+    if not isinstance(lo_hi, ListConfig) or len(lo_hi) != 2 or not all(
+            isinstance(v, Real) and not isinstance(v, bool) for v in lo_hi) or lo_hi[0] >= lo_hi[1]:
+        raise ConfigError(f"dataset.x_range must be [low, high] numbers with low < high, got {lo_hi}")
+    if d.get("batch_size") is not None:
+        _number(cfg, "dataset.batch_size", Integral, low=1)
+    val = _number(cfg, "dataset.val_fraction", low=0, high=1)
+    if round(val * d.n_points) >= d.n_points:
+        raise ConfigError(f"dataset.val_fraction={val} leaves no training point; use < 1")
+    if d.get("baseline_degree") is not None:
+        _number(cfg, "dataset.baseline_degree", Integral, low=0)
+    if "coefficients" in d and (not isinstance(d.coefficients, ListConfig) or not d.coefficients
+                                or not all(isinstance(c, Real) for c in d.coefficients)):
+        raise ConfigError(f"dataset.coefficients must be a non-empty list of numbers, got {d.coefficients}")
+
+
+def check_model(cfg: DictConfig) -> None:
+    from hydrafit.models import ACTIVATIONS, INITS
+
+    m = cfg.model
+    if "hidden_dims" in m:
+        dims = m.hidden_dims
+        if not isinstance(dims, ListConfig) or not dims or not all(
+                isinstance(h, Integral) and not isinstance(h, bool) and h >= 1 for h in dims):
+            raise ConfigError(f"model.hidden_dims must be a non-empty list of integers >= 1, "
+                              f"e.g. [16] or [32,32]; got {dims}")
+    if "activation" in m and m.activation not in ACTIVATIONS:
+        raise ConfigError(f"model.activation: '{m.activation}' is not one of {', '.join(ACTIVATIONS)}")
+    if "init" in m and m.init not in INITS:
+        raise ConfigError(f"model.init: '{m.init}' is not one of {', '.join(INITS)}")
+    if "degree" in m:
+        _number(cfg, "model.degree", Integral, low=1)
+
+
+def check_training(cfg: DictConfig) -> None:
+    _number(cfg, "seed", Integral, low=0)
+    _number(cfg, "optimizer.lr", low=0, low_open=True)
+    _number(cfg, "trainer.max_epochs", Integral, low=1)
+    if cfg.optimizer._target_.endswith("LBFGS") and cfg.dataset.get("batch_size") is not None:
+        raise ConfigError("optimizer=lbfgs needs full batches: set dataset.batch_size=null")
+    if cfg.callbacks and "fit_plot" in cfg.callbacks:
+        _number(cfg, "callbacks.fit_plot.n_images", Integral, low=0)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise ConfigError on the first problem found in `cfg`."""
+    for key in cfg:
+        if key not in TOP_LEVEL_KEYS:
+            raise _unknown(str(key), TOP_LEVEL_KEYS)
+    check_targets(cfg)
+    check_dataset(cfg)
+    check_model(cfg)
+    check_training(cfg)

@@ -1,0 +1,45 @@
+"""The final numbers of a run: what metrics.json, the HPARAMS tab and sweepers read."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+@torch.no_grad()
+def predict(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """net(x) on the net's device, returned on the CPU; leaves the net's train/eval mode as it was."""
+    was_training = net.training
+    net.eval()
+    device = next(net.parameters()).device
+    y = net(x.to(device)).float().cpu()
+    net.train(was_training)
+    return y
+
+
+def _mse(a: torch.Tensor, b: torch.Tensor) -> float:
+    return torch.mean((a - b) ** 2).item()
+
+
+def final_metrics(net: nn.Module, datamodule) -> dict[str, float]:
+    """train/mse, val/mse (if split), truth/rmse on the dense noiseless grid, baseline/truth_rmse."""
+    dm = datamodule
+    metrics = {"train/mse": _mse(predict(net, dm.x_train), dm.y_train.cpu())}
+    if len(dm.x_val):
+        metrics["val/mse"] = _mse(predict(net, dm.x_val), dm.y_val.cpu())
+    grid = dm.grid()
+    truth = dm.truth(grid)
+    metrics["truth/rmse"] = _mse(predict(net, grid), truth) ** 0.5
+    baseline = dm.baseline()
+    if baseline is not None:
+        metrics["baseline/truth_rmse"] = _mse(baseline(grid.double()).float(), truth) ** 0.5
+    return metrics
+
+
+def metric_names(datamodule) -> list[str]:
+    """The keys final_metrics will report for this datamodule, known before training."""
+    names = ["train/mse", "truth/rmse"]
+    if len(datamodule.x_val):
+        names.append("val/mse")
+    if datamodule.baseline_degree is not None:
+        names.append("baseline/truth_rmse")
+    return names

@@ -1,0 +1,92 @@
+"""hydrafit-train: compose conf/train.yaml with overrides, validate, train, report.
+
+    hydrafit-train                                   # the Lux polynomial tutorial
+    hydrafit-train model.hidden_dims=[32,32] optimizer=sgd optimizer.lr=0.1
+    hydrafit-train --cfg job                         # print the composed config, train nothing
+    python -m hydrafit.train experiment=lux_tutorial
+
+Only Hydra and OmegaConf are imported at module level: `--help` and `--cfg` are answered by
+Hydra alone, without paying ~3 s for torch and Lightning.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import warnings
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+
+def plain(node) -> dict | None:
+    """A config node as resolved plain containers (what checkpoints may hold), None if empty."""
+    return OmegaConf.to_container(node, resolve=True) if node else None
+
+
+def log_hyperparameters(logger, cfg: DictConfig, metric_names) -> None:
+    """Fill TensorBoard's HPARAMS tab once: the run's config, with its final metrics as NaN
+    placeholders that MetricsFile overwrites at the end (not Lightning's hp_metric = -1)."""
+    params = {k: plain(cfg[k]) for k in ("dataset", "model", "optimizer", "scheduler") if cfg[k]}
+    params |= {"trainer": {"max_epochs": cfg.trainer.max_epochs}, "seed": cfg.seed}
+    if hasattr(logger, "experiment") and hasattr(logger.experiment, "add_hparams"):
+        logger.log_hyperparams(params, {name: math.nan for name in metric_names})
+    elif logger:
+        logger.log_hyperparams(params)
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Build datamodule, model, callbacks, logger and trainer from `cfg`, fit, and return the
+    final value of `cfg.optimized_metric` (None when no MetricsFile callback computed it)."""
+    import pytorch_lightning as pl
+    from hydra.utils import instantiate
+    from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar
+
+    from hydrafit.metrics import metric_names
+    from hydrafit.models import Regressor
+
+    # Lightning noise that says nothing about this run: "no validation split" is intended,
+    # and a torch deprecation inside Lightning's own code.
+    warnings.filterwarnings("ignore", message="Total length of .* across ranks is zero")
+    warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)")
+
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    log.info("Dataset    %s", cfg.dataset._target_)
+    datamodule = instantiate(cfg.dataset, seed=cfg.seed, _convert_="all")
+    log.info("Model      %s, optimizer %s", cfg.model._target_, cfg.optimizer._target_)
+    module = Regressor(plain(cfg.model), plain(cfg.optimizer), plain(cfg.scheduler))
+    callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values()]
+    logger = instantiate(cfg.logger) if cfg.logger else False
+    log.info("Trainer    %s epochs, callbacks %s, logger %s", cfg.trainer.max_epochs,
+             [type(c).__name__ for c in callbacks], type(logger).__name__ if logger else None)
+    trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=logger,
+        enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
+        enable_progress_bar=any(isinstance(c, ProgressBar) for c in callbacks))
+    log_hyperparameters(trainer.logger, cfg, metric_names(datamodule))
+    trainer.fit(module, datamodule=datamodule)
+
+    metric = trainer.callback_metrics.get(cfg.optimized_metric)
+    if metric is None:
+        return None
+    log.info("%s = %.6g  (run dir: %s)", cfg.optimized_metric, float(metric),
+             hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
+    return float(metric)
+
+
+@hydra.main(version_base="1.3", config_path="pkg://hydrafit.conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    from hydrafit.config import ConfigError, validate
+
+    try:
+        validate(cfg)
+    except ConfigError as error:  # one clear line, no traceback: the user mistyped something
+        print(f"hydrafit-train: error: {error}", file=sys.stderr)
+        sys.exit(2)
+    return train(cfg)
+
+
+if __name__ == "__main__":
+    main()
