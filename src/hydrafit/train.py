@@ -16,6 +16,8 @@ import sys
 import warnings
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
@@ -72,20 +74,40 @@ def train(cfg: DictConfig) -> float | None:
     if metric is None:
         return None
     log.info("%s = %.6g  (run dir: %s)", cfg.optimized_metric, float(metric),
-             hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
+             HydraConfig.get().runtime.output_dir)
     return float(metric)
+
+
+def record_failure(error: BaseException) -> None:
+    """metrics.json of a job that did not finish: `status: failed` and the error, so a sweep
+    summary (and a person) can tell it from a result."""
+    from pathlib import Path
+
+    from hydrafit.callbacks import write_json_atomic
+
+    output_dir = Path(HydraConfig.get().runtime.output_dir)
+    write_json_atomic(output_dir / "metrics.json", {
+        "status": "failed", "error": f"{type(error).__name__}: {error}".strip()})
 
 
 @hydra.main(version_base="1.3", config_path="pkg://hydrafit.conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     from hydrafit.config import ConfigError, validate
 
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         validate(cfg)
-    except ConfigError as error:  # one clear line, no traceback: the user mistyped something
+        return train(cfg)
+    except ConfigError as error:
+        if multirun:  # one bad job of a grid: record it, let Hydra mark it failed, go on
+            record_failure(error)
+            raise
+        # A single run: one clear line, no traceback, nothing written beyond Hydra's .hydra/.
         print(f"hydrafit-train: error: {error}", file=sys.stderr)
         sys.exit(2)
-    return train(cfg)
+    except Exception as error:
+        record_failure(error)
+        raise
 
 
 if __name__ == "__main__":
