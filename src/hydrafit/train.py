@@ -39,20 +39,13 @@ def log_hyperparameters(logger, cfg: DictConfig, metric_names) -> None:
         logger.log_hyperparams(params)
 
 
-def train(cfg: DictConfig) -> float | None:
-    """Build datamodule, model, callbacks, logger and trainer from `cfg`, fit, and return the
-    final value of `cfg.optimized_metric` (None when no MetricsFile callback computed it)."""
+def build(cfg: DictConfig):
+    """Instantiate the run's pieces in a fixed order, announcing each: (datamodule, module, trainer)."""
     import pytorch_lightning as pl
     from hydra.utils import instantiate
     from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar
 
-    from hydrafit.metrics import metric_names
     from hydrafit.models import Regressor
-
-    # Lightning noise that says nothing about this run: "no validation split" is intended,
-    # and a torch deprecation inside Lightning's own code.
-    warnings.filterwarnings("ignore", message="Total length of .* across ranks is zero")
-    warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)")
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     log.info("Dataset    %s", cfg.dataset._target_)
@@ -67,6 +60,20 @@ def train(cfg: DictConfig) -> float | None:
         cfg.trainer, callbacks=callbacks, logger=logger,
         enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
         enable_progress_bar=any(isinstance(c, ProgressBar) for c in callbacks))
+    return datamodule, module, trainer
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Build the run from `cfg`, fit, and return the final value of `cfg.optimized_metric`
+    (None when no MetricsFile callback computed it)."""
+    from hydrafit.metrics import metric_names
+
+    # Lightning noise that says nothing about this run: "no validation split" is intended,
+    # and a torch deprecation inside Lightning's own code.
+    warnings.filterwarnings("ignore", message="Total length of .* across ranks is zero")
+    warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)")
+
+    datamodule, module, trainer = build(cfg)
     log_hyperparameters(trainer.logger, cfg, metric_names(datamodule))
     trainer.fit(module, datamodule=datamodule)
 

@@ -1,0 +1,107 @@
+"""Every option of every config group composes, validates and instantiates."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_module
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf, open_dict
+
+from conftest import REPO
+from hydrafit.config import validate
+from hydrafit.train import build
+
+GROUPS = ("dataset", "model", "optimizer", "scheduler", "trainer", "callbacks", "logger", "experiment")
+# Options whose files need something this machine may lack, or a user-supplied value.
+NEEDS = {("trainer", "gpu"): torch.cuda.is_available}
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (REPO / "conf" / group).glob("*.yaml"))
+
+
+def compose_run(tmp_path: Path, *overrides: str):
+    """Compose conf/train.yaml as hydrafit-train would, with the Hydra node set so that
+    ${hydra:runtime.output_dir} resolves (to tmp_path)."""
+    with initialize_config_module("hydrafit.conf", version_base="1.3"):
+        cfg = compose("train", overrides=[f"hydra.run.dir={tmp_path}", *overrides],
+                      return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(tmp_path)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
+CASES = [(g, o) for g in GROUPS for o in options(g)]
+
+
+@pytest.mark.parametrize("group,option", CASES, ids=[f"{g}={o}" for g, o in CASES])
+def test_every_option_composes_and_instantiates(tmp_path, group, option):
+    if (group, option) in NEEDS and not NEEDS[(group, option)]():
+        pytest.skip(f"{group}={option} needs CUDA")
+    cfg = compose_run(tmp_path, f"{group}={option}")
+    validate(cfg)
+    datamodule, module, trainer = build(cfg)
+    assert len(datamodule.x_train) == cfg.dataset.n_points - round(cfg.dataset.val_fraction * cfg.dataset.n_points)
+    assert module(datamodule.x_train[:4]).shape == (4, 1)
+    optimizers = module.configure_optimizers()
+    optimizer = optimizers["optimizer"] if isinstance(optimizers, dict) else optimizers
+    assert isinstance(optimizer, torch.optim.Optimizer)
+    assert trainer.max_epochs == cfg.trainer.max_epochs or cfg.trainer.get("fast_dev_run")
+
+
+def test_group_options_are_the_documented_contract():
+    """The option names other issues and users rely on."""
+    assert {"polynomial", "sine"} <= set(options("dataset"))
+    assert {"mlp", "polynomial"} <= set(options("model"))
+    assert {"adam", "adamw", "sgd", "lbfgs"} <= set(options("optimizer"))
+    assert {"none", "cosine", "step"} <= set(options("scheduler"))
+    assert {"default", "cpu", "gpu", "debug"} <= set(options("trainer"))
+    assert {"default", "none"} <= set(options("callbacks"))
+    assert {"tensorboard", "csv", "none"} <= set(options("logger"))
+    assert "lux_tutorial" in options("experiment")
+
+
+def test_defaults_are_the_lux_tutorial(tmp_path):
+    cfg = compose_run(tmp_path)
+    assert OmegaConf.to_container(cfg.dataset.coefficients) == [0, -2, 1]
+    assert (cfg.dataset.n_points, list(cfg.dataset.x_range), cfg.dataset.noise_std) == (128, [-2, 2], 0.1)
+    assert cfg.dataset.batch_size is None and cfg.dataset.val_fraction == 0
+    assert (list(cfg.model.hidden_dims), cfg.model.activation) == ([16], "relu")
+    assert (cfg.optimizer._target_, cfg.optimizer.lr) == ("torch.optim.Adam", 0.03)
+    assert (cfg.trainer.max_epochs, cfg.trainer.accelerator, cfg.trainer.devices) == (250, "auto", 1)
+    assert (cfg.seed, cfg.optimized_metric) == (12345, "truth/rmse")
+    net = build(cfg)[1].net
+    assert sum(p.numel() for p in net.parameters()) == 49  # Chain(Dense(1=>16, relu), Dense(16=>1))
+
+
+def test_lux_tutorial_applies_glorot_init_zero_bias_and_julia_eps(tmp_path):
+    cfg = compose_run(tmp_path, "experiment=lux_tutorial")
+    _, module, _ = build(cfg)
+    linears = [m for m in module.net if isinstance(m, torch.nn.Linear)]
+    assert all(torch.count_nonzero(m.bias) == 0 for m in linears)
+    # glorot_uniform bound: sqrt(6 / (fan_in + fan_out)) = sqrt(6/17) for both 1=>16 and 16=>1
+    assert all(m.weight.abs().max() <= (6 / 17) ** 0.5 for m in linears)
+    # torch's default init caps the 16=>1 weights at 1/sqrt(16); glorot's 16 draws exceed it
+    assert linears[1].weight.abs().max() > 0.25
+    default_net = build(compose_run(tmp_path))[1].net
+    assert torch.count_nonzero(default_net[0].bias) > 0 and default_net[2].weight.abs().max() <= 0.25
+    optimizer = module.configure_optimizers()
+    assert optimizer.defaults["eps"] == pytest.approx(1.1920929e-7, rel=1e-9)
+    assert tuple(optimizer.defaults["betas"]) == (0.9, 0.999)
+
+    default_opt = build(compose_run(tmp_path))[1].configure_optimizers()
+    assert default_opt.defaults["eps"] == 1e-8
+
+
+def test_trainer_flags_pass_through(tmp_path):
+    cfg = compose_run(tmp_path, "trainer.precision=64-true", "trainer.gradient_clip_val=0.5",
+                      "+trainer.min_epochs=3")
+    validate(cfg)
+    _, _, trainer = build(cfg)
+    assert trainer.gradient_clip_val == 0.5 and trainer.min_epochs == 3
+    assert trainer.precision == "64-true"
