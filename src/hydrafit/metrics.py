@@ -10,8 +10,8 @@ def predict(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """net(x) on the net's device, returned on the CPU; leaves the net's train/eval mode as it was."""
     was_training = net.training
     net.eval()
-    device = next(net.parameters()).device
-    y = net(x.to(device)).float().cpu()
+    param = next(net.parameters())  # match the net's device and dtype (trainer.precision=64)
+    y = net(x.to(param.device, param.dtype)).float().cpu()
     net.train(was_training)
     return y
 
