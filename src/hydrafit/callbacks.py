@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -90,15 +93,16 @@ class MetricsFile(pl.Callback):
             write_json_atomic(self.path, {"status": "running"})
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        metrics = final_metrics(pl_module.net, trainer.datamodule)
+        status, message = run_status(trainer)
+        metrics = final_metrics(pl_module.net, trainer.datamodule) if status != "diverged" else {}
         trainer.callback_metrics.update({k: torch.tensor(v) for k, v in metrics.items()})
         if not trainer.is_global_zero:
             return
-        if trainer.logger is not None:
+        if trainer.logger is not None and metrics:
             trainer.logger.log_metrics(metrics, step=trainer.global_step)
-        write_json_atomic(self.path, {**metrics, "epochs": trainer.current_epoch,
-                                      "fit_seconds": round(time.perf_counter() - self._start, 3),
-                                      "status": "completed"})
+        report = {**metrics, "epochs": trainer.current_epoch,
+                  "fit_seconds": round(time.perf_counter() - self._start, 3), "status": status}
+        write_json_atomic(self.path, report | ({"error": message} if message else {}))
 
 
 class Checkpoint(ModelCheckpoint):
@@ -108,6 +112,8 @@ class Checkpoint(ModelCheckpoint):
     would cost more than the training step of a small model."""
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if run_status(trainer)[0] == "diverged":
+            return  # keep the last finite checkpoint: resuming from NaN weights is useless
         super().on_train_end(trainer, pl_module)
         last = Path(self.dirpath) / f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}"
         if self.save_last and not trainer.fast_dev_run and self.last_model_path == str(last):
@@ -145,3 +151,48 @@ class EpochProgressBar(ProgressBar):
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+class GracefulStop(pl.Callback):
+    """First SIGINT (Ctrl-C) or SIGTERM: finish the current epoch, then stop as if training had
+    ended: last.ckpt is saved and metrics.json says `status: interrupted`. Stopping at an epoch
+    boundary (not mid-step, as Lightning's KeyboardInterrupt handling does) is what lets
+    `resume=<run dir>` reproduce an uninterrupted run bitwise. A second signal acts as usual.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.received: str | None = None
+        self._previous: dict = {}
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be installed from the main thread
+        def stop(signum, frame):
+            self.received = signal.Signals(signum).name
+            trainer.should_stop = True
+            self._restore()
+        self._previous = {s: signal.signal(s, stop) for s in self.SIGNALS}
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._restore()
+
+    def _restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
+
+
+def run_status(trainer: pl.Trainer) -> tuple[str, str | None]:
+    """How fit ended: ('completed', None), ('diverged', why) or ('interrupted', why)."""
+    loss = trainer.callback_metrics.get("train/loss")
+    if loss is not None and not math.isfinite(float(loss)):
+        lr = trainer.optimizers[0].defaults.get("lr") if trainer.optimizers else None
+        hint = f"; try a lower learning rate, e.g. optimizer.lr={lr / 10:g}" if lr else ""
+        return "diverged", f"train/loss became {float(loss)} at epoch {trainer.current_epoch}{hint}"
+    stopper = next((c for c in trainer.callbacks if isinstance(c, GracefulStop) and c.received), None)
+    if stopper:
+        return "interrupted", (f"{stopper.received} received: stopped after epoch "
+                               f"{trainer.current_epoch}; continue with: hydrafit-train resume={trainer.default_root_dir}")
+    return "completed", None

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 # Only these may be instantiated: a config (or an override) must never name os.system & co.
 ALLOWED_TARGETS = ("hydrafit.", "torch.optim.", "pytorch_lightning.Trainer",
                    "pytorch_lightning.callbacks.", "pytorch_lightning.loggers.")
-TOP_LEVEL_KEYS = ("seed", "optimized_metric", "dataset", "model", "optimizer", "scheduler",
+TOP_LEVEL_KEYS = ("seed", "optimized_metric", "resume", "dataset", "model", "optimizer", "scheduler",
                   "trainer", "callbacks", "logger")
 
 

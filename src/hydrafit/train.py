@@ -14,6 +14,7 @@ import logging
 import math
 import sys
 import warnings
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -21,6 +22,20 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
+
+# `resume=<run dir>` continues a run in its own directory: conf/hydra/default.yaml uses this to
+# point Hydra's run dir there and to write the new invocation's record to .hydra/resume_<time>/
+# instead of over the original .hydra/.
+OmegaConf.register_new_resolver(
+    "hydrafit.if_resume", lambda resume, when_resuming, otherwise: when_resuming if resume else otherwise)
+
+
+class RunStopped(RuntimeError):
+    """Fit ended early (diverged or interrupted); metrics.json already records why."""
+
+    def __init__(self, status: str, message: str):
+        super().__init__(message)
+        self.status = status
 
 
 def plain(node) -> dict | None:
@@ -39,8 +54,9 @@ def log_hyperparameters(logger, cfg: DictConfig, metric_names) -> None:
         logger.log_hyperparams(params)
 
 
-def build(cfg: DictConfig):
-    """Instantiate the run's pieces in a fixed order, announcing each: (datamodule, module, trainer)."""
+def build(cfg: DictConfig, resume_step: int | None = None):
+    """Instantiate the run's pieces in a fixed order, announcing each: (datamodule, module, trainer).
+    `resume_step`: TensorBoard drops events at or after it (a crashed run's tail that is redone)."""
     import pytorch_lightning as pl
     from hydra.utils import instantiate
     from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar
@@ -53,7 +69,8 @@ def build(cfg: DictConfig):
     log.info("Model      %s, optimizer %s", cfg.model._target_, cfg.optimizer._target_)
     module = Regressor(plain(cfg.model), plain(cfg.optimizer), plain(cfg.scheduler))
     callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values()]
-    logger = instantiate(cfg.logger) if cfg.logger else False
+    purge = {"purge_step": resume_step} if resume_step and "TensorBoard" in cfg.logger.get("_target_", "") else {}
+    logger = instantiate(cfg.logger, **purge) if cfg.logger else False
     log.info("Trainer    %s epochs, callbacks %s, logger %s", cfg.trainer.max_epochs,
              [type(c).__name__ for c in callbacks], type(logger).__name__ if logger else None)
     trainer = instantiate(
@@ -63,9 +80,11 @@ def build(cfg: DictConfig):
     return datamodule, module, trainer
 
 
-def train(cfg: DictConfig) -> float | None:
-    """Build the run from `cfg`, fit, and return the final value of `cfg.optimized_metric`
-    (None when no MetricsFile callback computed it)."""
+def train(cfg: DictConfig, checkpoint: dict | None = None, ckpt_path=None) -> float | None:
+    """Build the run from `cfg`, fit (continuing from `ckpt_path`, already loaded as `checkpoint`,
+    when resuming), and return the final value of `cfg.optimized_metric` (None when no
+    MetricsFile callback computed it). Raises RunStopped if the loss diverged or a signal came."""
+    from hydrafit.callbacks import run_status
     from hydrafit.metrics import metric_names
 
     # Lightning noise that says nothing about this run: "no validation split" is intended,
@@ -73,9 +92,15 @@ def train(cfg: DictConfig) -> float | None:
     warnings.filterwarnings("ignore", message="Total length of .* across ranks is zero")
     warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)")
 
-    datamodule, module, trainer = build(cfg)
-    log_hyperparameters(trainer.logger, cfg, metric_names(datamodule))
-    trainer.fit(module, datamodule=datamodule)
+    datamodule, module, trainer = build(cfg, resume_step=checkpoint and checkpoint["global_step"])
+    if checkpoint is None:
+        log_hyperparameters(trainer.logger, cfg, metric_names(datamodule))
+    else:
+        log.info("Resuming   from %s (epoch %d)", ckpt_path, checkpoint["epoch"])
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    status, message = run_status(trainer)
+    if status != "completed":
+        raise RunStopped(status, message)
 
     metric = trainer.callback_metrics.get(cfg.optimized_metric)
     if metric is None:
@@ -88,13 +113,41 @@ def train(cfg: DictConfig) -> float | None:
 def record_failure(error: BaseException) -> None:
     """metrics.json of a job that did not finish: `status: failed` and the error, so a sweep
     summary (and a person) can tell it from a result."""
-    from pathlib import Path
-
     from hydrafit.callbacks import write_json_atomic
 
     output_dir = Path(HydraConfig.get().runtime.output_dir)
     write_json_atomic(output_dir / "metrics.json", {
         "status": "failed", "error": f"{type(error).__name__}: {error}".strip()})
+
+
+def resumed_run(cfg: DictConfig):
+    """(config, checkpoint, checkpoint path) of the run directory `cfg.resume`, checked before
+    anything is written. Only trainer.max_epochs may change (to train longer)."""
+    import torch
+
+    from hydrafit.config import ConfigError
+
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        raise ConfigError("resume: continues one run; it cannot be combined with --multirun")
+    run_dir = Path(cfg.resume)  # hydrafit.preflight checked it is a run dir before Hydra wrote anything
+    extra = [o for o in HydraConfig.get().overrides.task
+             if not o.startswith(("resume=", "trainer.max_epochs="))]
+    if extra:
+        raise ConfigError(f"resume: a resumed run keeps its config; only trainer.max_epochs may be "
+                          f"overridden, got {' '.join(extra)}")
+    ckpt_path = run_dir / "checkpoints" / "last.ckpt"
+    if not ckpt_path.is_file():
+        raise ConfigError(f"resume: no checkpoint to continue from ({ckpt_path} is missing)")
+    try:  # refuse a corrupt, truncated or foreign file before training writes anything
+        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        checkpoint["state_dict"], checkpoint["global_step"], checkpoint["epoch"]
+    except Exception as error:
+        raise ConfigError(f"resume: {ckpt_path} is not a readable hydrafit checkpoint "
+                          f"({type(error).__name__})") from None
+    resumed = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    if any(o.startswith("trainer.max_epochs=") for o in HydraConfig.get().overrides.task):
+        resumed.trainer.max_epochs = cfg.trainer.max_epochs
+    return resumed, checkpoint, ckpt_path
 
 
 @hydra.main(version_base="1.3", config_path="pkg://hydrafit.conf", config_name="train")
@@ -104,7 +157,16 @@ def main(cfg: DictConfig) -> float | None:
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         validate(cfg)
-        return train(cfg)
+        if cfg.resume is None:
+            return train(cfg)
+        resumed, checkpoint, ckpt_path = resumed_run(cfg)
+        validate(resumed)
+        return train(resumed, checkpoint, ckpt_path)
+    except RunStopped as stop:  # metrics.json already says diverged/interrupted
+        if multirun:
+            raise
+        print(f"hydrafit-train: {stop.status}: {stop}", file=sys.stderr)
+        sys.exit(130 if stop.status == "interrupted" else 1)
     except ConfigError as error:
         if multirun:  # one bad job of a grid: record it, let Hydra mark it failed, go on
             record_failure(error)
