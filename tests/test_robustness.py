@@ -1,0 +1,200 @@
+"""Bad input, divergence, interruption, resume and determinism, through the CLI."""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import BIN, read_metrics, run_cli
+
+NUMBERS = ("train/mse", "truth/rmse", "baseline/truth_rmse")
+LONG = ("trainer.max_epochs=2000", "callbacks.fit_plot.n_images=2")  # long enough to interrupt
+
+
+def one_line_error(proc) -> str:
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("hydrafit-train: error: "), proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    return lines[0]
+
+
+BAD_VALUES = [
+    ("+model.hiden=3", "model.hiden: unknown key; did you mean 'hidden_dims'?"),
+    ("optimizer.lr=abc", "optimizer.lr must be a number, got 'abc'"),
+    ("model.hidden_dims=abc", "model.hidden_dims must be a non-empty list of integers >= 1"),
+    ("optimizer.lr=-1", "optimizer.lr must be > 0"),
+    ("optimizer.lr=0", "optimizer.lr must be > 0"),
+    ("model.hidden_dims=[0]", "model.hidden_dims must be a non-empty list of integers >= 1"),
+    ("model.hidden_dims=[]", "model.hidden_dims must be a non-empty list of integers >= 1"),
+    ("model.activation=foo", "model.activation: 'foo' is not one of relu, tanh, gelu, silu, sigmoid"),
+    ("dataset.n_points=0", "dataset.n_points must be >= 2"),
+    ("dataset.n_points=1", "dataset.n_points must be >= 2"),
+    ("dataset.noise_std=-0.1", "dataset.noise_std must be >= 0"),
+    ("dataset.x_range=[2,-2]", "dataset.x_range must be [low, high] numbers with low < high"),
+    ("dataset.batch_size=0", "dataset.batch_size must be >= 1"),
+    ("dataset.val_fraction=1.5", "dataset.val_fraction must be <= 1"),
+    ("trainer.max_epochs=0", "trainer.max_epochs must be >= 1"),
+    ("+foo=bar", "foo: unknown key; allowed: callbacks, dataset"),
+    ("optimizer._target_=os.system", "optimizer._target_: 'os.system' is not allowed"),
+    ("model._target_=subprocess.run", "model._target_: 'subprocess.run' is not allowed"),
+    ("+callbacks.evil._target_=builtins.eval", "callbacks.evil._target_: 'builtins.eval' is not allowed"),
+    ("hydra.run.dir=/proc/hydrafit-cannot-write", "hydra.run.dir: cannot write to '/proc/hydrafit-cannot-write'"),
+]
+
+
+@pytest.mark.parametrize("override,message", BAD_VALUES[:-1], ids=[o for o, _ in BAD_VALUES[:-1]])
+def test_bad_value_is_refused_by_validation(tmp_path, override, message):
+    """Every row of the table, in-process (fast); the CLI path is exercised below."""
+    from hydrafit.config import ConfigError, validate
+    from test_configs import compose_run
+
+    with pytest.raises(ConfigError) as error:
+        validate(compose_run(tmp_path, override))
+    assert str(error.value).startswith(message)
+
+
+CLI_CASES = [BAD_VALUES[i] for i in (0, 1, 3, 7, 15, 16, 19)]
+
+
+@pytest.mark.parametrize("override,message", CLI_CASES, ids=[o for o, _ in CLI_CASES])
+def test_bad_value_is_one_line_and_exit_2_from_the_cli(tmp_path, override, message):
+    run = tmp_path / "run"
+    args = (override,) if override.startswith("hydra.run.dir") else (override, f"hydra.run.dir={run}")
+    proc = run_cli(*args, cwd=tmp_path, check=False)
+    assert proc.returncode == 2
+    assert one_line_error(proc).startswith(f"hydrafit-train: error: {message}")
+    if run.exists():  # nothing beyond Hydra's own record
+        assert {p.name for p in run.iterdir()} <= {".hydra", "train.log"}
+
+
+@pytest.mark.parametrize("override,expected", [
+    ("model.hiden=3", "Could not override 'model.hiden'"),     # Hydra's struct mode
+    ("model=transformer", "Available options in 'model'"),    # Hydra lists mlp, polynomial
+])
+def test_hydra_refuses_unknown_keys_and_options(tmp_path, override, expected):
+    proc = run_cli(override, cwd=tmp_path, check=False)
+    assert proc.returncode != 0 and expected in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_target_injected_by_an_experiment_file_is_refused_before_instantiation(tmp_path):
+    marker = tmp_path / "pwned"
+    (tmp_path / "conf" / "experiment").mkdir(parents=True)
+    (tmp_path / "conf" / "experiment" / "evil.yaml").write_text(
+        "# @package _global_\nmodel:\n  _target_: subprocess.run\n"
+        f"  args: [touch, {marker}]\n")
+    proc = run_cli("--config-dir", str(tmp_path / "conf"), "experiment=evil", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and not marker.exists()
+    assert "model._target_: 'subprocess.run' is not allowed" in one_line_error(proc)
+
+
+def test_divergence_stops_records_and_keeps_last_finite_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    proc = run_cli("optimizer=sgd", "optimizer.lr=100", "callbacks.model_checkpoint.every_n_epochs=1",
+                   f"hydra.run.dir={run}", cwd=tmp_path, check=False)
+    assert proc.returncode == 1
+    assert "diverged" in proc.stderr and "try a lower learning rate, e.g. optimizer.lr=10" in proc.stderr
+    metrics = read_metrics(run)
+    assert metrics["status"] == "diverged" and metrics["epochs"] < 10  # stopped at once, not at 250
+    assert "optimizer.lr=10" in metrics["error"] and "truth/rmse" not in metrics
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert all(torch.isfinite(t).all() for t in ckpt["state_dict"].values())
+    assert ckpt["epoch"] < metrics["epochs"]
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> dict:
+    cwd = tmp_path_factory.mktemp("uninterrupted")
+    run_cli(*LONG, f"hydra.run.dir={cwd / 'run'}", cwd=cwd)
+    return read_metrics(cwd / "run")
+
+
+def start_and_signal(run: Path, cwd: Path, signum: int) -> subprocess.Popen:
+    """Start a long run, wait until it is training, send `signum`, wait for the exit."""
+    proc = subprocess.Popen([str(BIN / "hydrafit-train"), *LONG, f"hydra.run.dir={run}"], cwd=cwd,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (run / "checkpoints" / "last.ckpt").exists():
+        time.sleep(0.05)  # the first periodic checkpoint: training is under way
+    proc.send_signal(signum)
+    proc.wait(timeout=120)
+    return proc
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_stops_gracefully_and_resume_equals_uninterrupted(tmp_path, uninterrupted, signum):
+    run = tmp_path / "run"
+    proc = start_and_signal(run, tmp_path, signum)
+    assert proc.returncode == 130, proc.stderr[-2000:]
+    stopped = read_metrics(run)
+    assert stopped["status"] == "interrupted" and 0 < stopped["epochs"] < 2000
+    assert f"resume={run}" in stopped["error"]
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["epoch"] == stopped["epochs"]  # saved at the epoch it stopped
+
+    run_cli(f"resume={run}", cwd=tmp_path)
+    resumed = read_metrics(run)
+    assert resumed["status"] == "completed" and resumed["epochs"] == 2000
+    assert {k: resumed[k] for k in NUMBERS} == {k: uninterrupted[k] for k in NUMBERS}  # bitwise
+    assert (run / ".hydra" / "config.yaml").read_text().count("max_epochs: 2000") == 1  # original kept
+    assert len(list((run / ".hydra").glob("resume_*"))) == 1
+
+
+def test_kill_9_leaves_complete_files_and_resume_continues(tmp_path, uninterrupted):
+    run = tmp_path / "run"
+    start_and_signal(run, tmp_path, signal.SIGKILL)
+    for path in run.rglob("*"):
+        assert not path.name.endswith((".tmp", ".tmp.png")) or path.name.startswith("."), path
+    assert json.loads((run / "metrics.json").read_text())["status"] == "running"
+    for ckpt in (run / "checkpoints").glob("*.ckpt"):
+        torch.load(ckpt, weights_only=True)  # complete: written to a temp file, then renamed
+    run_cli(f"resume={run}", cwd=tmp_path)
+    resumed = read_metrics(run)
+    assert {k: resumed[k] for k in NUMBERS} == {k: uninterrupted[k] for k in NUMBERS}
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "not_a_checkpoint", "missing"])
+def test_resume_from_a_bad_checkpoint_is_refused_and_writes_nothing(tmp_path, default_run, damage):
+    run = tmp_path / "run"
+    subprocess.run(["cp", "-r", str(default_run), str(run)], check=True)
+    ckpt = run / "checkpoints" / "last.ckpt"
+    if damage == "truncated":
+        ckpt.write_bytes(ckpt.read_bytes()[:2000])
+    elif damage == "garbage":
+        ckpt.write_bytes(os.urandom(4000))
+    elif damage == "not_a_checkpoint":
+        torch.save({"hello": torch.zeros(2)}, ckpt)
+    else:
+        ckpt.unlink()
+    before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in run.rglob("*") if p.is_file()}
+    proc = run_cli(f"resume={run}", cwd=tmp_path, check=False)
+    assert proc.returncode == 2
+    assert one_line_error(proc).startswith("hydrafit-train: error: resume: ")
+    after = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in run.rglob("*")
+             if p.is_file() and "resume_" not in str(p.relative_to(run)) and p.name != "train.log"}
+    assert after == {p: h for p, h in before.items() if p.name != "train.log"}
+
+
+def test_resume_refuses_a_directory_that_is_not_a_run(tmp_path):
+    proc = run_cli(f"resume={tmp_path / 'nope'}", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "is not a hydrafit run directory" in one_line_error(proc)
+    assert not (tmp_path / "nope").exists()
+
+
+def test_same_seed_is_bitwise_repeatable_and_another_seed_is_not(tmp_path, default_run):
+    a, b = tmp_path / "a", tmp_path / "b"
+    run_cli("seed=7", "callbacks.fit_plot.n_images=0", f"hydra.run.dir={a}", cwd=tmp_path)
+    run_cli("seed=7", "callbacks.fit_plot.n_images=0", f"hydra.run.dir={b}", cwd=tmp_path)
+    ma, mb, m0 = read_metrics(a), read_metrics(b), read_metrics(default_run)
+    assert {k: ma[k] for k in NUMBERS} == {k: mb[k] for k in NUMBERS}
+    assert all(ma[k] != m0[k] for k in NUMBERS)  # other noise (baseline moves) and other init
+    assert all(math.isfinite(ma[k]) for k in NUMBERS)
