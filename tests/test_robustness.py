@@ -134,9 +134,9 @@ def start_and_signal(run: Path, cwd: Path, signum: int) -> subprocess.Popen:
 def test_signal_stops_gracefully_and_resume_equals_uninterrupted(tmp_path, uninterrupted, signum):
     run = tmp_path / "run"
     proc = start_and_signal(run, tmp_path, signum)
-    assert proc.returncode == 130, proc.stderr[-2000:]
     stopped = read_metrics(run)
-    assert stopped["status"] == "interrupted" and 0 < stopped["epochs"] < 2000
+    assert proc.returncode == 130, (stopped, proc.stderr[-3000:])
+    assert stopped["status"] == "interrupted" and 0 < stopped["epochs"] < 2000, stopped
     assert f"resume={run}" in stopped["error"]
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["epoch"] == stopped["epochs"]  # saved at the epoch it stopped
