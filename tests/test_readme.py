@@ -80,3 +80,21 @@ def test_tensorboard_command_reads_a_run(default_run):
     proc = subprocess.run([str(BIN / "tensorboard"), "--inspect", "--logdir", str(default_run)],
                           capture_output=True, text=True, timeout=120)
     assert "train/loss" in proc.stdout and "fit" in proc.stdout
+
+
+def test_when_a_run_goes_wrong_commands(tmp_path):
+    """The section's four commands, shortened: diverge, interruptible long run, resume, train longer."""
+    lines = commands(section("When a run goes wrong"))
+    assert [shlex.split(line)[1:] for line in lines] == [
+        ["optimizer=sgd", "optimizer.lr=100"], ["trainer.max_epochs=5000"],
+        ["resume=outputs/runs/<date>_<time>"], ["resume=outputs/runs/<date>_<time>", "trainer.max_epochs=8000"]]
+    diverged = tmp_path / "diverged"
+    proc = run_cli(*shlex.split(lines[0])[1:], f"hydra.run.dir={diverged}", cwd=tmp_path, check=False)
+    assert proc.returncode == 1 and read_metrics(diverged)["status"] == "diverged"
+    run = tmp_path / "outputs" / "runs" / "a_run"
+    run_cli("trainer.max_epochs=30", "callbacks.fit_plot.n_images=1", f"hydra.run.dir={run}", cwd=tmp_path)
+    for line, epochs in ((lines[2], 30), (lines[3], 40)):
+        args = [a.replace("outputs/runs/<date>_<time>", str(run)).replace("8000", "40")
+                for a in shlex.split(line)[1:]]
+        run_cli(*args, cwd=tmp_path)
+        assert read_metrics(run)["epochs"] == epochs and read_metrics(run)["status"] == "completed"
