@@ -15,7 +15,7 @@ from hydrafit.train import build
 
 GROUPS = ("dataset", "model", "optimizer", "scheduler", "trainer", "callbacks", "logger", "experiment")
 # Options whose files need something this machine may lack, or a user-supplied value.
-NEEDS = {("trainer", "gpu"): torch.cuda.is_available}
+NEEDS = {("trainer", "gpu"): torch.cuda.is_available, ("trainer", "ddp"): torch.cuda.is_available}
 
 
 def options(group: str) -> list[str]:

@@ -127,6 +127,16 @@ def check_training(cfg: DictConfig) -> None:
         _number(cfg, "callbacks.fit_plot.n_images", Integral, low=0)
 
 
+def check_multirun_strategy(trainer: DictConfig) -> None:
+    """Lightning's subprocess DDP launcher re-runs sys.argv in each child, which under
+    --multirun would re-run the whole sweep (Lightning #15737): refuse it, offer ddp_spawn."""
+    strategy, devices = str(trainer.get("strategy", "auto")), trainer.get("devices", 1)
+    spawned = "spawn" in strategy or "fork" in strategy
+    if (strategy.startswith("ddp") and not spawned) or (strategy == "auto" and devices not in (1, "1")):
+        raise ConfigError(f"trainer.strategy={strategy} (devices={devices}) cannot run under --multirun: "
+                          f"Lightning's DDP launcher would re-run the sweep; use trainer.strategy=ddp_spawn")
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError on the first problem found in `cfg`."""
     for key in cfg:
@@ -136,3 +146,8 @@ def validate(cfg: DictConfig) -> None:
     check_dataset(cfg)
     check_model(cfg)
     check_training(cfg)
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        check_multirun_strategy(cfg.trainer)

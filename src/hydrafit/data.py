@@ -6,12 +6,17 @@ never per-sample indexing plus collate (37x slower at 1M points on this machine)
 """
 from __future__ import annotations
 
+import csv
+import logging
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -59,26 +64,31 @@ class TensorBatches:
 
     The permutation of epoch e comes from a generator seeded with (seed, e), so a run resumed
     from a checkpoint at epoch e sees exactly the batches an uninterrupted run would.
+    Under DDP every rank draws the same permutation and takes every world_size-th index of
+    it: the data is sharded, not duplicated, and `batch_size` stays the global batch.
     """
 
-    def __init__(self, x, y, batch_size: int | None, seed: int, start_epoch: int = 0):
+    def __init__(self, x, y, batch_size: int | None, seed: int, start_epoch: int = 0,
+                 rank: int = 0, world_size: int = 1):
         self.x, self.y = x, y
-        self.batch_size = batch_size or len(x)
-        self.seed, self.epoch = seed, start_epoch
+        self.full_batch = batch_size is None or batch_size >= len(x)
+        self.batch_size = len(x) if self.full_batch else max(1, batch_size // world_size)
+        self.seed, self.epoch, self.rank, self.world_size = seed, start_epoch, rank, world_size
 
     def __len__(self) -> int:
-        return math.ceil(len(self.x) / self.batch_size)
+        return 1 if self.full_batch else math.ceil(len(self.x) // self.world_size / self.batch_size)
 
     def __iter__(self):
-        n, epoch = len(self.x), self.epoch
-        self.epoch += 1
-        if self.batch_size >= n:  # full batch: order is irrelevant to the loss
-            yield self.x, self.y
+        epoch, self.epoch = self.epoch, self.epoch + 1
+        if self.full_batch:  # order is irrelevant to the loss; [0::1] is a view, not a copy
+            yield self.x[self.rank::self.world_size], self.y[self.rank::self.world_size]
             return
         gen = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-        order = torch.randperm(n, generator=gen).to(self.x.device)
-        for start in range(0, n, self.batch_size):
-            idx = order[start:start + self.batch_size]
+        order = torch.randperm(len(self.x), generator=gen).to(self.x.device)
+        # Drop the remainder so that every rank runs the same number of steps (DDP needs it).
+        shard = order[:len(order) // self.world_size * self.world_size][self.rank::self.world_size]
+        for start in range(0, len(shard), self.batch_size):
+            idx = shard[start:start + self.batch_size]
             yield self.x[idx], self.y[idx]
 
 
@@ -87,7 +97,7 @@ class FunctionDataModule(pl.LightningDataModule):
 
     def __init__(self, truth, n_points: int, x_range, noise_std: float, seed: int,
                  batch_size: int | None = None, val_fraction: float = 0.0,
-                 baseline_degree: int | None = None):
+                 baseline_degree: int | None = None, standardize: bool = False):
         super().__init__()
         self.truth, self.x_range = truth, (float(x_range[0]), float(x_range[1]))
         self.batch_size, self.seed, self.baseline_degree = batch_size, seed, baseline_degree
@@ -99,12 +109,17 @@ class FunctionDataModule(pl.LightningDataModule):
         val_idx, train_idx = order[:n_val].sort().values, order[n_val:].sort().values
         self.x_train, self.y_train = x[train_idx], y[train_idx]
         self.x_val, self.y_val = x[val_idx], y[val_idx]
+        self.scaling = standard_scaling(self.x_train, self.y_train) if standardize else None
 
     def train_dataloader(self) -> TensorBatches:
         device = self.trainer.strategy.root_device
         self.x_train, self.y_train = self.x_train.to(device), self.y_train.to(device)
+        rank, world_size = self.trainer.global_rank, self.trainer.world_size
+        if world_size > 1:
+            log.info("Rank %d of %d trains on its shard: %d of %d points", rank, world_size,
+                     len(range(rank, len(self.x_train), world_size)), len(self.x_train))
         return TensorBatches(self.x_train, self.y_train, self.batch_size, self.seed,
-                             start_epoch=self.trainer.current_epoch)
+                             start_epoch=self.trainer.current_epoch, rank=rank, world_size=world_size)
 
     def val_dataloader(self):
         if len(self.x_val) == 0:
@@ -124,6 +139,100 @@ class FunctionDataModule(pl.LightningDataModule):
         return Polynomial(tuple(np.polynomial.polynomial.polyfit(x, y, self.baseline_degree)))
 
 
+def standard_scaling(x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    """Mean and standard deviation of the training x and y. The model wraps its net in them
+    (models.Standardized), so the net fits unit-scale numbers while everything outside it,
+    metrics, plots, predictions, stays in the data's own units."""
+    stats = {}
+    for name, t in (("x", x), ("y", y)):
+        mean, std = t.double().mean().item(), t.double().std(unbiased=False).item()
+        stats |= {f"{name}_mean": mean, f"{name}_std": std if std > 0 else 1.0}
+    return stats
+
+
+def _number(cell: str) -> float | None:
+    """The finite float in a CSV cell, or None (empty, text, nan, inf)."""
+    try:
+        value = float(cell)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _column_indexes(header: list[str] | None, columns: dict[str, str | int], file: str) -> list[int]:
+    """0-based indexes of `columns` ({config key: header name or index}) in a CSV file."""
+    from hydrafit.config import ConfigError
+
+    indexes = []
+    for key, column in columns.items():
+        if isinstance(column, int):
+            if header is not None and column >= len(header):
+                raise ConfigError(f"{key}: column index {column} is out of range; {file} has "
+                                  f"{len(header)} columns: {', '.join(header)}")
+            indexes.append(column)
+        elif header is None:
+            raise ConfigError(f"{key}: no column '{column}' in {file}: it has no header row (its "
+                              f"first row is all numbers); pick columns by index, e.g. {key}=0")
+        elif column not in header:
+            raise ConfigError(f"{key}: no column '{column}' in {file}; its columns are: {', '.join(header)}")
+        else:
+            indexes.append(header.index(column))
+    return indexes
+
+
+def read_columns(path: Path, columns: dict[str, str | int], file_key: str,
+                 drop_invalid: bool = False, hint: str = "") -> np.ndarray:
+    """The `columns` ({config key: header name or 0-based index}) of a CSV file as a float64
+    array with one row per data row. The first row is a header when any cell of it is not a
+    number. A row with a missing, non-numeric or infinite value in these columns is refused
+    with its line number, or with `drop_invalid` left out with a warning."""
+    from hydrafit.config import ConfigError
+
+    with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: Excel's byte-order mark
+        reader = csv.reader(f)
+        rows = [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
+    if not rows:
+        raise ConfigError(f"{file_key}: {path.name} is empty")
+    header = [c.strip() for c in rows[0][1]] if any(_number(c) is None for c in rows[0][1]) else None
+    indexes = _column_indexes(header, columns, path.name)
+    values, dropped = [], []
+    for line, row in rows[1:] if header else rows:
+        point = [_number(row[i]) if i < len(row) else None for i in indexes]
+        if None not in point:
+            values.append(point)
+            continue
+        if not drop_invalid:
+            key, i = next((k, i) for k, i, v in zip(columns, indexes, point) if v is None)
+            cell = f"'{row[i].strip()}'" if i < len(row) and row[i].strip() else "missing"
+            raise ConfigError(f"{file_key}: line {line} of {path.name}: the {key} column "
+                              f"({columns[key]}) is {cell}, not a finite number{hint}")
+        dropped.append(line)
+    if dropped:
+        log.warning("Dropped %d invalid rows of %s (lines %s)", len(dropped), path.name,
+                    ", ".join(map(str, dropped[:20])) + (", ..." if len(dropped) > 20 else ""))
+    return np.array(values, dtype=np.float64).reshape(-1, len(columns))
+
+
+class TableDataModule(FunctionDataModule):
+    """Points given as tensors (read from a file) instead of sampled from a known function:
+    FunctionDataModule's batching, grid and baseline, with `truth` None, which leaves the
+    truth curve and truth metrics out. Standardised by default (see standard_scaling)."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, seed: int, batch_size: int | None = None,
+                 val_fraction: float = 0.0, baseline_degree: int | None = None,
+                 standardize: bool = True):
+        pl.LightningDataModule.__init__(self)  # not FunctionDataModule's: there is nothing to sample
+        self.truth, self.x_range = None, (x.min().item(), x.max().item())
+        self.batch_size, self.seed, self.baseline_degree = batch_size, seed, baseline_degree
+        gen = torch.Generator().manual_seed(seed)
+        n_val = round(val_fraction * len(x))
+        order = torch.randperm(len(x), generator=gen)
+        val_idx, train_idx = order[:n_val].sort().values, order[n_val:].sort().values
+        self.x_train, self.y_train = x[train_idx], y[train_idx]
+        self.x_val, self.y_val = x[val_idx], y[val_idx]
+        self.scaling = standard_scaling(self.x_train, self.y_train) if standardize else None
+
+
 def polynomial(coefficients, **sampling) -> FunctionDataModule:
     """dataset=polynomial: noisy samples of evalpoly(x, coefficients)."""
     return FunctionDataModule(Polynomial(tuple(float(c) for c in coefficients)), **sampling)
@@ -132,3 +241,43 @@ def polynomial(coefficients, **sampling) -> FunctionDataModule:
 def sine(amplitude: float, frequency: float, phase: float, **sampling) -> FunctionDataModule:
     """dataset=sine: noisy samples of amplitude * sin(frequency * x + phase)."""
     return FunctionDataModule(Sine(amplitude, frequency, phase), **sampling)
+
+
+def expression(expr: str, **sampling) -> FunctionDataModule:
+    """dataset=expression: noisy samples of a formula in x, e.g. "sin(3*x) + 0.5*x", checked
+    and evaluated by hydrafit.expression (never by Python's eval)."""
+    from hydrafit.config import ConfigError
+    from hydrafit.expression import Expression
+
+    datamodule = FunctionDataModule(Expression(expr), **sampling)
+    grid = datamodule.grid()
+    bad = ~torch.isfinite(torch.cat([datamodule.truth(grid), datamodule.y_train, datamodule.y_val]))
+    if bad.any():  # e.g. log(x) or 1/x over a range that includes x <= 0
+        where = grid[bad[:len(grid)]] if bad[:len(grid)].any() else None
+        at = f" (e.g. at x = {where[0].item():.4g})" if where is not None else ""
+        raise ConfigError(f"dataset.expr: '{expr}' is not finite everywhere on dataset.x_range="
+                          f"{list(datamodule.x_range)}{at}; change the formula or the range")
+    return datamodule
+
+
+def from_csv(path: str, x: str | int, y: str | int, seed: int, val_fraction: float = 0.2,
+             batch_size: int | None = None, baseline_degree: int | None = 3,
+             standardize: bool = True, drop_invalid: bool = False) -> TableDataModule:
+    """dataset=csv: columns `x` and `y` (header names, or 0-based indexes) of a CSV file.
+    A relative `path` is relative to the directory hydrafit-train was started in."""
+    from hydra.utils import to_absolute_path
+
+    from hydrafit.config import ConfigError
+
+    file = Path(to_absolute_path(path))
+    if not file.is_file():
+        raise ConfigError(f"dataset.path: no file '{path}' (looked for {file})")
+    hint = "; fix the file, or drop such rows with dataset.drop_invalid=true"
+    columns = {"dataset.x": x, "dataset.y": y}
+    points = torch.from_numpy(read_columns(file, columns, "dataset.path", drop_invalid, hint))
+    n_train = len(points) - round(val_fraction * len(points))
+    if n_train < 2:
+        raise ConfigError(f"dataset.path: {file.name} has {len(points)} usable rows; with "
+                          f"dataset.val_fraction={val_fraction} that leaves {n_train} to train on (need 2)")
+    return TableDataModule(points[:, :1].float(), points[:, 1:].float(), seed, batch_size,
+                           val_fraction, baseline_degree, standardize)

@@ -39,4 +39,10 @@ class Preflight(Callback):
         check_writable("hydra.run.dir", config.hydra.run.dir)
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        from hydrafit.config import ConfigError, check_multirun_strategy
+
+        try:  # refused up front; a job that picks DDP through a sweep is refused by validate()
+            check_multirun_strategy(config.trainer)
+        except ConfigError as error:
+            fail(str(error))
         check_writable("hydra.sweep.dir", config.hydra.sweep.dir)

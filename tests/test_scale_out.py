@@ -1,0 +1,63 @@
+"""DDP under Hydra: one run dir, sharded data, the same fit as one process; multirun rules; GPU."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import read_metrics, run_cli
+
+NUMBERS = ("train/mse", "truth/rmse")
+
+
+def test_two_rank_cpu_ddp_equals_single_process_and_leaves_one_run_dir(tmp_path, default_run):
+    run = tmp_path / "outputs" / "the_run"
+    run_cli("trainer=ddp_cpu", f"hydra.run.dir={run}", cwd=tmp_path, timeout=300)
+    assert [p.name for p in (tmp_path / "outputs").iterdir()] == ["the_run"]
+    ddp, single = read_metrics(run), read_metrics(default_run)
+    assert ddp["status"] == "completed" and ddp["epochs"] == 250
+    for key in NUMBERS:  # full batch: averaged half-batch gradients = the full-batch gradient
+        assert ddp[key] == pytest.approx(single[key], abs=1e-5), key
+    logs = {p.name: p.read_text() for p in run.glob("*.log")}
+    assert "Rank 0 of 2 trains on its shard: 64 of 128 points" in logs["train.log"]
+    assert "Rank 1 of 2 trains on its shard: 64 of 128 points" in logs["train_ddp_process_1.log"]
+    assert len(list((run / "tensorboard").glob("events.out.tfevents.*"))) == 1  # rank 0 only
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+
+
+def test_multirun_refuses_subprocess_ddp_up_front(tmp_path):
+    proc = run_cli("-m", "trainer=ddp_cpu", "optimizer.lr=0.01,0.03", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+                   cwd=tmp_path, check=False, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "hydrafit-train: error: trainer.strategy=ddp (devices=2) cannot run under --multirun: "
+        "Lightning's DDP launcher would re-run the sweep; use trainer.strategy=ddp_spawn"]
+    assert not (tmp_path / "sweep").exists()
+
+
+def test_multirun_job_that_picks_ddp_fails_alone(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = run_cli("-m", "trainer=default,ddp_cpu", "trainer.max_epochs=3", "callbacks.fit_plot.n_images=0",
+                   f"hydra.sweep.dir={sweep}", cwd=tmp_path, check=False, timeout=180)
+    assert proc.returncode != 0
+    assert read_metrics(sweep / "0")["status"] == "completed"
+    failed = read_metrics(sweep / "1")
+    assert failed["status"] == "failed" and "use trainer.strategy=ddp_spawn" in failed["error"]
+
+
+def test_multirun_with_ddp_spawn_works(tmp_path):
+    sweep = tmp_path / "sweep"
+    run_cli("-m", "trainer=ddp_cpu", "trainer.strategy=ddp_spawn", "trainer.max_epochs=20",
+            "callbacks.fit_plot.n_images=1", f"hydra.sweep.dir={sweep}", cwd=tmp_path, timeout=300)
+    metrics = read_metrics(sweep / "0")
+    assert metrics["status"] == "completed" and metrics["epochs"] == 20
+    assert (sweep / "0" / "fit.png").exists() and (sweep / "0" / "checkpoints" / "last.ckpt").exists()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gpu_trainer_runs_the_default_experiment_on_cuda(tmp_path):
+    run = tmp_path / "run"
+    run_cli("trainer=gpu", f"hydra.run.dir={run}", cwd=tmp_path)
+    metrics = read_metrics(run)
+    assert metrics["train/mse"] <= 0.025 and metrics["truth/rmse"] <= 0.12
+    assert "cuda" in (run / "train.log").read_text().lower()
