@@ -19,7 +19,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 ALLOWED_TARGETS = ("hydrafit.", "torch.optim.", "pytorch_lightning.Trainer",
                    "pytorch_lightning.callbacks.", "pytorch_lightning.loggers.")
 TOP_LEVEL_KEYS = ("seed", "optimized_metric", "resume", "dataset", "model", "optimizer", "scheduler",
-                  "trainer", "callbacks", "logger")
+                  "trainer", "callbacks", "logger",
+                  "resume_sweep", "mlp_shape")  # hydrafit.sweep; mlp_shape: hparams_search=optuna
 
 
 class ConfigError(ValueError):

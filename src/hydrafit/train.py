@@ -21,6 +21,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from hydrafit import sweep
+
+sweep.register_sweeper()  # hydra/sweeper=resumable; importing sweep registers its ${hydrafit.*} resolvers
+
 log = logging.getLogger(__name__)
 
 # `resume=<run dir>` continues a run in its own directory: conf/hydra/default.yaml uses this to

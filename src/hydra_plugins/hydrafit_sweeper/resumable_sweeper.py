@@ -1,0 +1,101 @@
+"""hydra/sweeper=resumable, hydrafit's default sweeper: Hydra's grid (basic) sweeper that can
+continue a sweep in its own directory.
+
+    hydrafit-train -m optimizer.lr=0.003,0.01,0.03 model.hidden_dims=[8],[16]   # as BasicSweeper
+    hydrafit-train -m resume_sweep=outputs/multiruns/<date>_<time>              # only what is left
+
+Resuming rebuilds the job list from the sweep's multirun.yaml and launches only the jobs without a
+`completed` metrics.json, under their own job numbers (so into their own directories), with
+whatever launcher is configured now (e.g. hydra/launcher=joblib). Completed jobs are not touched.
+hydrafit.sweep.check_resume has refused a resume_sweep= that cannot work before this runs.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from itertools import groupby
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from hydra.core.config_store import ConfigStore
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ResumableSweeperConf:
+    _target_: str = "hydra_plugins.hydrafit_sweeper.resumable_sweeper.ResumableSweeper"
+    max_batch_size: Optional[int] = None
+    params: Optional[Dict[str, str]] = None
+
+
+ConfigStore.instance().store(group="hydra/sweeper", name="resumable", node=ResumableSweeperConf,
+                             provider="hydrafit")
+
+
+def consecutive_runs(numbers: List[int]) -> List[List[int]]:
+    """[1, 2, 5] -> [[1, 2], [5]]: a launcher numbers the jobs of one launch consecutively."""
+    return [[n for _, n in run] for _, run in groupby(enumerate(numbers), lambda p: p[1] - p[0])]
+
+
+class ResumableSweeper(Sweeper):
+    """BasicSweeper, plus `resume_sweep=<sweep dir>`: run only that sweep's unfinished jobs.
+    Wraps a BasicSweeper rather than subclassing it: Hydra's plugin scan re-executes the module
+    of its core plugins, which would leave a subclass pointing at a stale BasicSweeper."""
+
+    def __init__(self, max_batch_size: Optional[int] = None, params: Optional[Dict[str, str]] = None):
+        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+        self.grid = BasicSweeper(max_batch_size=max_batch_size, params=params)
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
+              config: DictConfig) -> None:
+        self.grid.setup(hydra_context=hydra_context, task_function=task_function, config=config)
+
+    def sweep(self, arguments: List[str]) -> Any:
+        resume = next((a.split("=", 1)[1] for a in arguments if a.startswith("resume_sweep=")), None)
+        if resume is None:
+            return self.grid.sweep(arguments)
+        from hydrafit.sweep import job_dirs, read_metrics
+
+        sweep_dir = Path(str(self.grid.config.hydra.sweep.dir))
+        original = OmegaConf.load(sweep_dir / "multirun.yaml")
+        jobs = self._grid(original.hydra.overrides.task, original.hydra.sweeper.get("params"))
+        done = {n for n, d in job_dirs(sweep_dir).items()
+                if read_metrics(d / "metrics.json")[0] == "completed"}
+        todo = [n for n in range(len(jobs)) if n not in done]
+        log.info("Resuming %s: %d of %d jobs completed; running %s", sweep_dir, len(jobs) - len(todo),
+                 len(jobs), " ".join(f"#{n}" for n in todo) or "none")
+        OmegaConf.save(self.grid.config, sweep_dir / f"multirun.resume_{time.strftime('%Y-%m-%d_%H-%M-%S')}.yaml")
+        returns = []
+        for block in consecutive_runs(todo):
+            self._set_aside(sweep_dir, block)
+            batch = [[*jobs[n], f"hydra.sweep.dir={resume}"] for n in block]
+            self.grid.validate_batch_is_legal(batch)
+            returns.append(self.grid.launcher.launch(batch, initial_job_idx=block[0]))
+        for results in returns:
+            for result in results:
+                _ = result.return_value  # raise the first failure, as BasicSweeper does
+        return returns
+
+    def _grid(self, task_overrides, params) -> List[List[str]]:
+        from hydrafit.sweep import grid_jobs
+
+        params = OmegaConf.to_container(params, resolve=False) if params else {}
+        return grid_jobs(task_overrides, params, self.grid.hydra_context.config_loader)
+
+    @staticmethod
+    def _set_aside(sweep_dir: Path, numbers: Sequence[int]) -> None:
+        """Move what an earlier attempt left in a job's directory to previous_attempts/, so the
+        rerun starts clean (TensorBoard would otherwise merge both attempts into one run)."""
+        stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+        for n in numbers:
+            if (sweep_dir / str(n)).exists():
+                target = sweep_dir / "previous_attempts" / f"{n}_{stamp}"
+                target.parent.mkdir(exist_ok=True)
+                (sweep_dir / str(n)).rename(target)
+                log.info("Job #%d: the earlier attempt is now in %s", n, target)
