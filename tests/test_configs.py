@@ -16,6 +16,8 @@ from hydrafit.train import build
 GROUPS = ("dataset", "model", "optimizer", "scheduler", "trainer", "callbacks", "logger", "experiment")
 # Options whose files need something this machine may lack, or a user-supplied value.
 NEEDS = {("trainer", "gpu"): torch.cuda.is_available, ("trainer", "ddp"): torch.cuda.is_available}
+SUPPLIED = {("dataset", "csv"): (f"dataset.path={REPO / 'examples' / 'data' / 'temperature.csv'}",
+                                 "dataset.x=day", "dataset.y=temp_c")}
 
 
 def options(group: str) -> list[str]:
@@ -43,10 +45,11 @@ CASES = [(g, o) for g in GROUPS for o in options(g)]
 def test_every_option_composes_and_instantiates(tmp_path, group, option):
     if (group, option) in NEEDS and not NEEDS[(group, option)]():
         pytest.skip(f"{group}={option} needs CUDA")
-    cfg = compose_run(tmp_path, f"{group}={option}")
+    cfg = compose_run(tmp_path, f"{group}={option}", *SUPPLIED.get((group, option), ()))
     validate(cfg)
     datamodule, module, trainer = build(cfg)
-    assert len(datamodule.x_train) == cfg.dataset.n_points - round(cfg.dataset.val_fraction * cfg.dataset.n_points)
+    n_points = cfg.dataset.get("n_points", len(datamodule.x_train) + len(datamodule.x_val))  # csv: the file's
+    assert len(datamodule.x_train) == n_points - round(cfg.dataset.val_fraction * n_points)
     assert module(datamodule.x_train[:4]).shape == (4, 1)
     optimizers = module.configure_optimizers()
     optimizer = optimizers["optimizer"] if isinstance(optimizers, dict) else optimizers

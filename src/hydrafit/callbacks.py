@@ -29,12 +29,30 @@ def write_json_atomic(path: Path, data: dict) -> None:
 def draw_fit(net, datamodule, epoch: int):
     """The truth / data / prediction / baseline figure of `net` on `datamodule`."""
     dm, grid = datamodule, datamodule.grid()
+    if dm.truth is None:
+        return draw_data_fit(net, dm, epoch)
     truth, prediction, baseline = dm.truth(grid), predict(net, grid), dm.baseline()
     rmse = torch.sqrt(torch.mean((prediction - truth) ** 2)).item()
     return fit_figure(
         grid.ravel(), truth.ravel(), dm.x_train.cpu().ravel(), dm.y_train.cpu().ravel(),
         prediction.ravel(), None if baseline is None else baseline(grid.double()).ravel(),
-        title=f"epoch {epoch}: truth RMSE {rmse:.4f}", truth_label=str(dm.truth))
+        title=f"epoch {epoch}: truth RMSE {rmse:.4f}", truth_label=str(dm.truth),
+        x_val=dm.x_val.cpu().ravel(), y_val=dm.y_val.cpu().ravel())
+
+
+def draw_data_fit(net, datamodule, epoch: int):
+    """draw_fit for data without a known true function (dataset=csv): data, prediction and
+    baseline in the data's units, axes named after its columns, the train (and val) MSE on top."""
+    dm, grid = datamodule, datamodule.grid()
+    prediction, baseline, metrics = predict(net, grid), dm.baseline(), final_metrics(net, dm)
+    title = f"epoch {epoch}: train MSE {metrics['train/mse']:.4g}"
+    if "val/mse" in metrics:
+        title += f", val MSE {metrics['val/mse']:.4g}"
+    return fit_figure(
+        grid.ravel(), None, dm.x_train.cpu().ravel(), dm.y_train.cpu().ravel(), prediction.ravel(),
+        None if baseline is None else baseline(grid.double()).ravel(), title=title,
+        x_val=dm.x_val.cpu().ravel(), y_val=dm.y_val.cpu().ravel(),
+        axis_labels=getattr(dm, "axis_labels", ("x", "y")))
 
 
 class FitPlot(pl.Callback):

@@ -80,8 +80,38 @@ def _number(cfg: DictConfig, key: str, kind=Real, low=None, high=None, low_open=
     return value
 
 
+def _flag(cfg: DictConfig, key: str) -> None:
+    value = OmegaConf.select(cfg, key)
+    if value is not None and not isinstance(value, bool):
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+
+
+def check_csv_dataset(cfg: DictConfig) -> None:
+    """dataset=csv. The file itself (columns, rows) is checked when data.from_csv reads it."""
+    d = cfg.dataset
+    if OmegaConf.is_missing(d, "path") or not isinstance(d.path, str) or not d.path.strip():
+        raise ConfigError("dataset.path: required: the CSV file to fit (relative to the launch "
+                          "directory), e.g. dataset.path=data/my.csv")
+    for key in ("x", "y"):
+        column = d.get(key)
+        if isinstance(column, bool) or not (isinstance(column, str) and column or
+                                            isinstance(column, Integral) and column >= 0):
+            raise ConfigError(f"dataset.{key} must be a column name or a 0-based column index, got {column!r}")
+    if d.get("batch_size") is not None:
+        _number(cfg, "dataset.batch_size", Integral, low=1)
+    if _number(cfg, "dataset.val_fraction", low=0, high=1) == 1:
+        raise ConfigError("dataset.val_fraction=1 leaves no training point; use < 1")
+    if d.get("baseline_degree") is not None:
+        _number(cfg, "dataset.baseline_degree", Integral, low=0)
+    _flag(cfg, "dataset.standardize")
+    _flag(cfg, "dataset.drop_invalid")
+
+
 def check_dataset(cfg: DictConfig) -> None:
     d = cfg.dataset
+    if "path" in d.keys():  # dataset=csv: points from a file, not sampled (`in d` is False while ???)
+        check_csv_dataset(cfg)
+        return
     _number(cfg, "dataset.n_points", Integral, low=2)
     _number(cfg, "dataset.noise_std", low=0)
     lo_hi = d.get("x_range")
@@ -98,6 +128,14 @@ def check_dataset(cfg: DictConfig) -> None:
     if "coefficients" in d and (not isinstance(d.coefficients, ListConfig) or not d.coefficients
                                 or not all(isinstance(c, Real) for c in d.coefficients)):
         raise ConfigError(f"dataset.coefficients must be a non-empty list of numbers, got {d.coefficients}")
+    _flag(cfg, "dataset.standardize")
+    if "expr" in d:  # dataset=expression: refuse a formula before anything is built
+        from hydrafit.expression import ExpressionError, parse
+
+        try:
+            parse(d.expr)
+        except ExpressionError as error:
+            raise ConfigError(f"dataset.expr: {error}") from None
 
 
 def check_model(cfg: DictConfig) -> None:

@@ -220,9 +220,10 @@ class TableDataModule(FunctionDataModule):
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, seed: int, batch_size: int | None = None,
                  val_fraction: float = 0.0, baseline_degree: int | None = None,
-                 standardize: bool = True):
+                 standardize: bool = True, axis_labels: tuple[str, str] = ("x", "y")):
         pl.LightningDataModule.__init__(self)  # not FunctionDataModule's: there is nothing to sample
         self.truth, self.x_range = None, (x.min().item(), x.max().item())
+        self.axis_labels = axis_labels  # the plot's, e.g. the CSV's column names
         self.batch_size, self.seed, self.baseline_degree = batch_size, seed, baseline_degree
         gen = torch.Generator().manual_seed(seed)
         n_val = round(val_fraction * len(x))
@@ -279,5 +280,6 @@ def from_csv(path: str, x: str | int, y: str | int, seed: int, val_fraction: flo
     if n_train < 2:
         raise ConfigError(f"dataset.path: {file.name} has {len(points)} usable rows; with "
                           f"dataset.val_fraction={val_fraction} that leaves {n_train} to train on (need 2)")
+    labels = tuple(c if isinstance(c, str) else f"column {c}" for c in (x, y))
     return TableDataModule(points[:, :1].float(), points[:, 1:].float(), seed, batch_size,
-                           val_fraction, baseline_degree, standardize)
+                           val_fraction, baseline_degree, standardize, labels)

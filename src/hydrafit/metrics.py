@@ -26,6 +26,8 @@ def final_metrics(net: nn.Module, datamodule) -> dict[str, float]:
     metrics = {"train/mse": _mse(predict(net, dm.x_train), dm.y_train.cpu())}
     if len(dm.x_val):
         metrics["val/mse"] = _mse(predict(net, dm.x_val), dm.y_val.cpu())
+    if dm.truth is None:  # data from a file (dataset=csv): no true function to score against
+        return metrics
     grid = dm.grid()
     truth = dm.truth(grid)
     metrics["truth/rmse"] = _mse(predict(net, grid), truth) ** 0.5
@@ -42,4 +44,6 @@ def metric_names(datamodule) -> list[str]:
         names.append("val/mse")
     if datamodule.baseline_degree is not None:
         names.append("baseline/truth_rmse")
+    if datamodule.truth is None:  # data from a file: see final_metrics
+        names = [n for n in names if not n.startswith(("truth/", "baseline/"))]
     return names

@@ -9,19 +9,24 @@ from matplotlib.figure import Figure
 
 
 def fit_figure(grid, truth, x, y, prediction, baseline=None, title="", truth_label="truth",
-               dpi: int = 100):
+               dpi: int = 100, x_val=None, y_val=None, axis_labels=("x", "y")):
     """Truth / data / prediction (and dashed least-squares baseline) on one axis, like the
-    Lux tutorial's figure. All arguments are 1-D array-likes except the labels."""
+    Lux tutorial's figure. All arguments are 1-D array-likes except the labels. truth None
+    (data from a file) leaves the truth curve out; x_val, y_val are drawn as hollow points."""
     fig = Figure(figsize=(6, 4), dpi=dpi)
     ax = fig.subplots()
-    ax.plot(grid, truth, color="tab:blue", linewidth=3, label=f"truth: ${truth_label}$")
+    if truth is not None:
+        ax.plot(grid, truth, color="tab:blue", linewidth=3, label=f"truth: ${truth_label}$")
     ax.scatter(x, y, s=14, color="tab:orange", edgecolors="black", linewidths=0.5,
                label="data points", zorder=3)
+    if x_val is not None and len(x_val):
+        ax.scatter(x_val, y_val, s=14, color="white", edgecolors="tab:orange", linewidths=1,
+                   label="validation points", zorder=3)
     ax.plot(grid, prediction, color="tab:green", linewidth=2, label="model prediction", zorder=4)
     if baseline is not None:
         ax.plot(grid, baseline, color="black", linestyle="--", linewidth=1.2,
                 label="least-squares polynomial", zorder=2)
-    ax.set(xlabel="x", ylabel="y", title=title)
+    ax.set(xlabel=axis_labels[0], ylabel=axis_labels[1], title=title)
     ax.legend(loc="best", fontsize=8)
     fig.subplots_adjust(left=0.1, right=0.97, bottom=0.12, top=0.92)  # tight_layout costs a draw
     return fig

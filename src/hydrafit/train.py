@@ -21,6 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from hydrafit.expression import quote_formulas
 from hydrafit import sweep
 
 sweep.register_sweeper()  # hydra/sweeper=resumable; importing sweep registers its ${hydrafit.*} resolvers
@@ -58,6 +59,36 @@ def log_hyperparameters(logger, cfg: DictConfig, metric_names) -> None:
         logger.log_hyperparams(params)
 
 
+def load_dataset(dataset: DictConfig, seed: int):
+    """The datamodule of a `dataset` config. A data file that cannot be used (dataset=csv) or a
+    formula that is not finite on the range (dataset=expression) raises ConfigError, not
+    Hydra's InstantiationException, so that it ends a run with one line and exit code 2."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    from hydrafit.config import ConfigError
+
+    try:
+        return instantiate(dataset, seed=seed, _convert_="all")
+    except InstantiationException as error:
+        if isinstance(error.__cause__, ConfigError):
+            raise error.__cause__ from None
+        raise
+
+
+def check_optimized_metric(cfg: DictConfig, datamodule) -> None:
+    """Refuse, before training, an optimized_metric the run will never report: truth/rmse for
+    data without a true function (dataset=csv), val/mse without a validation split."""
+    from hydrafit.config import ConfigError
+    from hydrafit.metrics import metric_names
+
+    reported = metric_names(datamodule) + ["train/loss"] + (["val/loss"] if len(datamodule.x_val) else [])
+    if cfg.optimized_metric not in reported:
+        hint = "; val/ metrics need dataset.val_fraction > 0" if cfg.optimized_metric.startswith("val/") else ""
+        raise ConfigError(f"optimized_metric: this run does not report '{cfg.optimized_metric}'; "
+                          f"it reports {', '.join(reported)}{hint}")
+
+
 def build(cfg: DictConfig, resume_step: int | None = None):
     """Instantiate the run's pieces in a fixed order, announcing each: (datamodule, module, trainer).
     `resume_step`: TensorBoard drops events at or after it (a crashed run's tail that is redone)."""
@@ -69,9 +100,11 @@ def build(cfg: DictConfig, resume_step: int | None = None):
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     log.info("Dataset    %s", cfg.dataset._target_)
-    datamodule = instantiate(cfg.dataset, seed=cfg.seed, _convert_="all")
+    datamodule = load_dataset(cfg.dataset, cfg.seed)
+    check_optimized_metric(cfg, datamodule)
     log.info("Model      %s, optimizer %s", cfg.model._target_, cfg.optimizer._target_)
-    module = Regressor(plain(cfg.model), plain(cfg.optimizer), plain(cfg.scheduler))
+    module = Regressor(plain(cfg.model), plain(cfg.optimizer), plain(cfg.scheduler),
+                       scaling=getattr(datamodule, "scaling", None))
     callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values()]
     purge = {"purge_step": resume_step} if resume_step and "TensorBoard" in cfg.logger.get("_target_", "") else {}
     logger = instantiate(cfg.logger, **purge) if cfg.logger else False
@@ -154,6 +187,7 @@ def resumed_run(cfg: DictConfig):
     return resumed, checkpoint, ckpt_path
 
 
+@quote_formulas  # dataset.expr=sin(3*x) + 0.5*x, as typed, despite Hydra's override grammar
 @hydra.main(version_base="1.3", config_path="pkg://hydrafit.conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     from hydrafit.config import ConfigError, validate
