@@ -116,7 +116,7 @@ def test_predictions_csv_holds_the_inputs_and_the_models_predictions(walkthrough
     assert (written - TRUE_TEMPERATURE(x.ravel())).abs().max() < 3 * TRUTH_TOLERANCE
 
 
-def test_eval_of_a_sweep_job_from_another_directory_with_best_and_another_x_column(tmp_path):
+def test_eval_and_resume_of_a_sweep_job_from_another_directory(tmp_path):
     from hydrafit.data import from_csv
     from hydrafit.evaluate import load_model
     from hydrafit.metrics import final_metrics
@@ -140,6 +140,9 @@ def test_eval_of_a_sweep_job_from_another_directory_with_best_and_another_x_colu
     assert recomputed["epochs"] == epochs and epochs in (10, 20, 30)  # a periodic save's, the lowest loss
     rows = (elsewhere / "out" / "p.csv").read_text().splitlines()
     assert rows[0] == "when,prediction" and [r.split(",")[0] for r in rows[1:]] == ["0.5", "100"]
+    # resume, too, finds the run's data relative to where the run, not the resume, was started
+    run_cli(f"resume={job}", "trainer.max_epochs=35", cwd=elsewhere)
+    assert read_metrics(job)["epochs"] == 35 and read_metrics(job)["status"] == "completed"
 
 
 @pytest.mark.parametrize("case", ["no-run", "not-a-run", "no-checkpoint", "bad-ckpt-name", "no-input"])

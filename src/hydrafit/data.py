@@ -1,8 +1,9 @@
 """Datasets: a known 1-D target function sampled with noise, served as tensor slices.
 
-The config group `dataset` picks a factory below (`polynomial`, `sine`); each returns a
-`FunctionDataModule`. Batches are slices of tensors that already live on the training device,
-never per-sample indexing plus collate (37x slower at 1M points on this machine).
+The config group `dataset` picks a factory below (`polynomial`, `sine`, `expression`); each
+returns a `FunctionDataModule`. `from_csv` (dataset=csv) reads a user's points from a file into
+a `TableDataModule`, which has no true function. Batches are slices of tensors that already
+live on the training device, never per-sample indexing plus collate (37x slower at 1M points on this machine).
 """
 from __future__ import annotations
 

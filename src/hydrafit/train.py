@@ -181,7 +181,9 @@ def resumed_run(cfg: DictConfig):
     except Exception as error:
         raise ConfigError(f"resume: {ckpt_path} is not a readable hydrafit checkpoint "
                           f"({type(error).__name__})") from None
-    resumed = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    from hydrafit.evaluate import run_config  # the run's config, its data path made absolute
+
+    resumed = run_config(run_dir)
     if any(o.startswith("trainer.max_epochs=") for o in HydraConfig.get().overrides.task):
         resumed.trainer.max_epochs = cfg.trainer.max_epochs
     return resumed, checkpoint, ckpt_path
