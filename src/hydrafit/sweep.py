@@ -389,7 +389,7 @@ class SweepSummary(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         check_resume(config)
-        self.sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
+        self.sweep_dir = Path(str(config.hydra.sweep.dir))
         record = self.sweep_dir / "multirun.yaml"
         if not record.exists():  # BasicSweeper writes it too; Optuna's sweeper does not
             try:

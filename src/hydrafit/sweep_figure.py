@@ -12,6 +12,7 @@ from collections import defaultdict
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, NullFormatter, NullLocator
 
 from hydrafit.sweep import shown
 
@@ -71,6 +72,14 @@ def draw_curve(ax, curve, metric: str) -> None:
             ax.axvline(x, color="tab:red", linestyle=":", linewidth=1.2)
             ax.annotate(f" {status}", (x, 0.98), xycoords=("data", "axes fraction"),
                         rotation=90, va="top", fontsize=8, color="tab:red")
+    plain = FuncFormatter(lambda value, _: f"{value:g}")  # 0.03, not 3 x 10^-2
+    sparse = FuncFormatter(lambda v, _: f"{v:g}" if round(v / 10 ** math.floor(math.log10(v))) in (2, 5) else "")
+    if len(set(xs)) <= 10:
+        ax.set_xticks(sorted(set(xs)))
+        ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_major_formatter(plain)
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(sparse if ax.get_yscale() == "log" else NullFormatter())
     ax.set(xlabel=key, ylabel=metric, title=f"{metric} against {key}")
     ax.grid(True, which="major", alpha=0.3)
     if 1 < len(series) <= 8:
