@@ -9,8 +9,8 @@ Resuming rebuilds the job list from the sweep's multirun.yaml and launches only 
 whatever launcher is configured now (e.g. hydra/launcher=joblib). Completed jobs are not touched.
 hydrafit.sweep.check_resume has refused a resume_sweep= that cannot work before this runs.
 """
-from __future__ import annotations
-
+# No `from __future__ import annotations`: Hydra's plugin scan executes this module before it is
+# in sys.modules, where @dataclass would then look its string annotations up and fail.
 import logging
 import time
 from dataclasses import dataclass
