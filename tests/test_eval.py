@@ -65,7 +65,7 @@ def test_readme_section_lists_the_commands_these_tests_run():
         "hydrafit-train dataset=csv dataset.path=examples/data/temperature.csv dataset.x=day "
         "dataset.y=temp_c hydra.run.dir=outputs/temperature",
         "hydrafit-eval run=outputs/temperature",
-        "hydrafit-eval run=outputs/temperature input=examples/data/new_days.csv output=predictions.csv",
+        "hydrafit-eval run=outputs/temperature input=examples/data/new_days.csv output=outputs/predictions.csv",
         'hydrafit-train dataset=expression dataset.expr="sin(3*x) + 0.5*x" dataset.n_points=256',
     ]  # the last one is run by tests/test_own_data.py
     assert (REPO / "docs" / "temperature_fit.png").stat().st_size > 10_000
@@ -104,7 +104,7 @@ def test_predictions_csv_holds_the_inputs_and_the_models_predictions(walkthrough
     from hydrafit.models import Regressor
 
     run_cli(*shlex.split(readme_commands()[2])[1:], cwd=walkthrough, script="hydrafit-eval")
-    with open(walkthrough / "predictions.csv", newline="") as f:
+    with open(walkthrough / "outputs" / "predictions.csv", newline="") as f:
         rows = list(csv.reader(f))
     with open(walkthrough / "examples" / "data" / "new_days.csv", newline="") as f:
         days = [row["day"] for row in csv.DictReader(f)]
