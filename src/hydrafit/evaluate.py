@@ -14,6 +14,7 @@ the command line are relative to the directory hydrafit-eval is started in.
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import os
 import sys
@@ -36,8 +37,9 @@ def fail(message: str) -> None:
     sys.exit(2)
 
 
-def checkpoint_path(cfg: DictConfig) -> Path:
-    """<run>/checkpoints/<ckpt>.ckpt, after checking that `run` is a run directory that has it."""
+def check_request(cfg: DictConfig) -> Path:
+    """The checkpoint to load, <run>/checkpoints/<ckpt>.ckpt, after checking that `run` is a
+    run directory that has it and that `input`, if given, exists."""
     if OmegaConf.is_missing(cfg, "run") or not cfg.run:
         raise ConfigError("run: required: a run directory, e.g. run=outputs/runs/2026-11-24_08-48-10")
     run_dir = Path(to_absolute_path(str(cfg.run)))
@@ -62,7 +64,7 @@ class Preflight(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         try:
-            checkpoint_path(config)
+            check_request(config)
         except ConfigError as error:
             fail(str(error))
 
@@ -104,7 +106,7 @@ def compare(metrics: dict, run_dir: Path, ckpt: str) -> None:
     """Log each recomputed metric next to the run's own value; warn where the last checkpoint
     does not reproduce it (the data file changed since, or another machine)."""
     file = run_dir / "metrics.json"
-    recorded = OmegaConf.to_container(OmegaConf.load(file)) if file.is_file() else {}
+    recorded = json.loads(file.read_text()) if file.is_file() else {}
     for name, value in metrics.items():
         before = recorded.get(name)
         log.info("%-20s %.6g   (run's metrics.json: %s)", name, value,
@@ -156,7 +158,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     from hydrafit.metrics import final_metrics
     from hydrafit.train import load_dataset
 
-    ckpt = checkpoint_path(cfg)
+    ckpt = check_request(cfg)
     run_dir, out = ckpt.parent.parent, Path(HydraConfig.get().runtime.output_dir)
     run_cfg = run_config(run_dir)
     inputs = read_inputs(cfg, run_cfg) if cfg.input is not None else None
