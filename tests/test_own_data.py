@@ -184,6 +184,7 @@ def fit_in_process(x: torch.Tensor, y: torch.Tensor, epochs: int = 5):
     return module
 
 
+@pytest.mark.filterwarnings("ignore:Total length:UserWarning", "ignore:.*LeafSpec")  # as train() does
 def test_standardised_training_does_not_depend_on_the_datas_units():
     """The same data in other units (x in ms instead of s, y in mK and shifted) trains the
     inner net to the same weights with the same SGD learning rate: the loss minimised is the
