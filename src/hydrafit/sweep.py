@@ -120,14 +120,18 @@ def read_plan(sweep_dir: Path) -> Plan:
     path = sweep_dir / "multirun.yaml"
     if not path.is_file():
         return Plan()
-    cfg = OmegaConf.load(path)
-    sweeper, task = cfg.hydra.sweeper, cfg.hydra.overrides.task
+    try:
+        cfg = OmegaConf.load(path)
+        sweeper, task = cfg.hydra.sweeper, cfg.hydra.overrides.task
+    except Exception as error:  # a damaged record: the job directories still tell
+        log.warning("cannot read %s: %s", path, error)
+        return Plan()
     direction = str(sweeper.get("direction", "minimize")).lower()
     plan = Plan(metric=str(cfg.get("optimized_metric", "truth/rmse")), maximize="max" in direction)
     params = OmegaConf.to_container(sweeper.params, resolve=False) if sweeper.get("params") else {}
     try:
-        keys = [o.get_key_element() for o in parse_sweep(task, params) if o.is_sweep_override()]
-        plan.swept = [k.lstrip("+~") for k in keys if k.lstrip("+~") not in IGNORED_KEYS]
+        keys = [o.get_key_element().lstrip("+~") for o in parse_sweep(task, params) if o.is_sweep_override()]
+        plan.swept = [k for k in dict.fromkeys(keys) if k not in IGNORED_KEYS]
         if str(sweeper.get("_target_", "")).endswith(GRID_SWEEPERS):
             jobs = grid_jobs(task, params)
             plan.n_jobs, plan.overrides, plan.resumable = len(jobs), dict(enumerate(jobs)), True
@@ -321,12 +325,13 @@ def announce(sweep_dir: Path, jobs: list[Job], plan: Plan, program: str) -> bool
     return not unfinished
 
 
-def finish(sweep_dir: Path, program: str = "hydrafit-train") -> bool:
-    """End of a sweep: write the whole summary and announce it. True if every job completed."""
+def finish(sweep_dir: Path, program: str = "hydrafit-train") -> list[Job]:
+    """End of a sweep: write the whole summary and announce it; return the jobs."""
     if not sweep_dir.is_dir() or not job_dirs(sweep_dir):
-        return True  # nothing ran (e.g. the sweep was refused before its first job)
+        return []  # nothing ran (e.g. the sweep was refused before its first job)
     jobs = write_summary(sweep_dir)
-    return announce(sweep_dir, jobs, read_plan(sweep_dir), program)
+    announce(sweep_dir, jobs, read_plan(sweep_dir), program)
+    return jobs
 
 
 def report(argv: list[str] | None = None) -> int:
@@ -402,16 +407,17 @@ class SweepSummary(Callback):
     def on_job_end(self, config: DictConfig, job_return, **kwargs) -> None:
         if config.hydra.mode != RunMode.MULTIRUN:
             return
-        if job_return.status == JobStatus.FAILED:
-            try:
-                job_return.return_value  # raises the job's exception
-            except Exception as error:
-                log.error("Job #%s failed: %s: %s", config.hydra.job.num, type(error).__name__, error)
+        status, _, error = read_metrics(Path(config.hydra.runtime.output_dir) / "metrics.json")
+        if job_return.status == JobStatus.FAILED or status not in ("completed", "incomplete"):
+            log.error("Job #%s %s%s", config.hydra.job.num, status.replace("incomplete", "failed"),
+                      f": {error}" if error else "")
         write_summary(Path(str(config.hydra.sweep.dir)), figure=False)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         atexit.unregister(self._at_exit)
-        if not finish(self.sweep_dir):
+        jobs = finish(self.sweep_dir)
+        # A job whose metrics.json records a failure; not one without metrics.json (callbacks=none).
+        if any(j.status not in ("completed", "incomplete") for j in jobs):
             sys.exit(1)
 
     def _at_exit(self) -> None:

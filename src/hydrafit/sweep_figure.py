@@ -73,7 +73,8 @@ def draw_curve(ax, curve, metric: str) -> None:
             ax.annotate(f" {status}", (x, 0.98), xycoords=("data", "axes fraction"),
                         rotation=90, va="top", fontsize=8, color="tab:red")
     plain = FuncFormatter(lambda value, _: f"{value:g}")  # 0.03, not 3 x 10^-2
-    sparse = FuncFormatter(lambda v, _: f"{v:g}" if round(v / 10 ** math.floor(math.log10(v))) in (2, 5) else "")
+    sparse = FuncFormatter(lambda v, _: f"{v:g}" if round(v / 10 ** math.floor(math.log10(v))) in (2, 5)
+                           else "")  # minor ticks of a log axis: label 0.02 and 0.05 only
     if len(set(xs)) <= 10:
         ax.set_xticks(sorted(set(xs)))
         ax.xaxis.set_minor_locator(NullLocator())

@@ -70,7 +70,8 @@ class ResumableSweeper(Sweeper):
         todo = [n for n in range(len(jobs)) if n not in done]
         log.info("Resuming %s: %d of %d jobs completed; running %s", sweep_dir, len(jobs) - len(todo),
                  len(jobs), " ".join(f"#{n}" for n in todo) or "none")
-        OmegaConf.save(self.grid.config, sweep_dir / f"multirun.resume_{time.strftime('%Y-%m-%d_%H-%M-%S')}.yaml")
+        stamp = time.strftime("%Y-%m-%d_%H-%M-%S")  # this invocation's record, next to the original
+        OmegaConf.save(self.grid.config, sweep_dir / f"multirun.resume_{stamp}.yaml")
         returns = []
         for block in consecutive_runs(todo):
             self._set_aside(sweep_dir, block)
