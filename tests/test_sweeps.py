@@ -10,6 +10,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -168,6 +169,28 @@ def test_resume_reruns_only_the_jobs_without_a_completed_result(diverging, tmp_p
     assert sorted(p.name.split("_")[0] for p in (sweep_dir / "previous_attempts").iterdir()) == ["2", "3"]
     assert [r["status"] for r in summary_rows(sweep_dir)] == ["completed"] * 3 + ["diverged"]
     assert (sweep_dir / "multirun.yaml").read_bytes() == (original / "multirun.yaml").read_bytes()
+
+
+def test_ctrl_c_stops_the_sweep_after_the_current_job_and_leaves_a_summary(tmp_path):
+    """SIGINT stops the running job gracefully (status interrupted) and the sweep with it: the
+    remaining jobs do not start, the summary says so, exit 130, resumable."""
+    sweep_dir = tmp_path / "sweep"
+    proc = subprocess.Popen([str(BIN / "hydrafit-train"), "-m", "optimizer.lr=0.01,0.02,0.03",
+                             "trainer.max_epochs=100000", "callbacks.fit_plot.n_images=1",
+                             f"hydra.sweep.dir={sweep_dir}"], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (sweep_dir / "0" / "metrics.json").is_file() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.0)  # metrics.json says running at fit start; the signal handler follows at train start
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-3000:]
+    rows = summary_rows(sweep_dir)
+    assert [(r["optimizer.lr"], r["status"]) for r in rows] == [
+        ("0.01", "interrupted"), ("0.02", "missing"), ("0.03", "missing")]
+    assert not (sweep_dir / "1").exists() and (sweep_dir / "sweep.png").is_file()
+    assert "3 of 3 jobs did not complete" in stderr and f"resume_sweep={sweep_dir}" in stderr
 
 
 @pytest.mark.parametrize("args,message", [

@@ -381,10 +381,12 @@ class SweepSummary(Callback):
     process, so also under joblib) and writes them with sweep.png when the sweep ends. Hydra
     1.3 calls on_multirun_end only if no job failed: an atexit hook, registered when the sweep
     starts, writes the summary on the failure path (Hydra then exits 1). Where Hydra would exit
-    0 although a job did not complete (Optuna, max_failure_rate), on_multirun_end exits 1."""
+    0 although a job did not complete (Optuna, max_failure_rate), on_multirun_end exits 1.
+    A job stopped by Ctrl-C/SIGTERM stops the sweep (exit 130), resumable with resume_sweep=."""
 
     def __init__(self) -> None:
         self.sweep_dir: Path | None = None
+        self.launcher_pid: int | None = None  # jobs of hydra/launcher=joblib run in other processes
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         if config.get("resume_sweep") is not None:
@@ -394,7 +396,7 @@ class SweepSummary(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         check_resume(config)
-        self.sweep_dir = Path(str(config.hydra.sweep.dir))
+        self.sweep_dir, self.launcher_pid = Path(str(config.hydra.sweep.dir)), os.getpid()
         record = self.sweep_dir / "multirun.yaml"
         if not record.exists():  # BasicSweeper writes it too; Optuna's sweeper does not
             try:
@@ -412,6 +414,11 @@ class SweepSummary(Callback):
             log.error("Job #%s %s%s", config.hydra.job.num, status.replace("incomplete", "failed"),
                       f": {error}" if error else "")
         write_summary(Path(str(config.hydra.sweep.dir)), figure=False)
+        if status == "interrupted" and os.getpid() == self.launcher_pid:
+            # Ctrl-C or SIGTERM stopped this job gracefully (GracefulStop): stop the sweep too,
+            # rather than start the next job. The atexit hook writes the summary.
+            log.error("Sweep stopped; continue it with: hydrafit-train -m resume_sweep=%s", self.sweep_dir)
+            sys.exit(130)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         atexit.unregister(self._at_exit)
