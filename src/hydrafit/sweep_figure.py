@@ -17,6 +17,8 @@ from matplotlib.ticker import FuncFormatter, NullFormatter, NullLocator
 from hydrafit.sweep import shown
 
 PANEL_INCHES = (3.4, 2.6)
+NO_FIT = {"missing": "not started (no job directory)", "running": "still running, or killed",
+          "incomplete": "no metrics.json: killed before training?"}
 DPI = 110
 
 
@@ -113,7 +115,7 @@ def draw_job(ax, job, keys: list[str], metric: str, is_best: bool) -> None:
     if job.fit_png is not None:
         ax.imshow(thumbnail(job.fit_png, int(PANEL_INCHES[0] * DPI)))
     else:
-        message = textwrap.fill(job.error or f"no fit.png ({job.status})", 40)
+        message = textwrap.fill(job.error or NO_FIT.get(job.status, f"no fit.png ({job.status})"), 40)
         ax.text(0.5, 0.5, message, ha="center", va="center", fontsize=7, color=color,
                 transform=ax.transAxes)
 
