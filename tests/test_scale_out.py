@@ -61,3 +61,31 @@ def test_gpu_trainer_runs_the_default_experiment_on_cuda(tmp_path):
     metrics = read_metrics(run)
     assert metrics["train/mse"] <= 0.025 and metrics["truth/rmse"] <= 0.12
     assert "cuda" in (run / "train.log").read_text().lower()
+
+
+def test_submitit_local_sweep_completes_with_its_summary(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    sweep = tmp_path / "sweep"
+    run_cli("-m", "hydra/launcher=submitit_local", "optimizer.lr=0.01,0.03", "trainer.max_epochs=5",
+            "callbacks.fit_plot.n_images=0", f"hydra.sweep.dir={sweep}", cwd=tmp_path, timeout=300)
+    for job in ("0", "1"):
+        assert read_metrics(sweep / job)["status"] == "completed"
+    rows = (sweep / "summary.csv").read_text().splitlines()
+    assert len(rows) == 3 and all(",completed," in row for row in rows[1:]), rows
+    assert (sweep / ".submitit").is_dir()  # really submitit's executor, not the basic launcher
+
+
+def test_slurm_launcher_defaults_compose_and_instantiate(tmp_path):
+    """No SLURM here: check the documented defaults and that the launcher can be built."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    proc = run_cli("hydra/launcher=slurm", "hydra.launcher.partition=gpu", "--cfg", "hydra",
+                   "--package", "hydra.launcher", cwd=tmp_path)
+    launcher = OmegaConf.create(proc.stdout)  # the hydra.launcher node
+    assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
+    assert (launcher.partition, launcher.gpus_per_task, launcher.tasks_per_node, launcher.timeout_min) == \
+        ("gpu", 1, 1, 60)
+    launcher.submitit_folder = str(tmp_path / ".submitit")  # no ${hydra.sweep.dir} outside a run
+    assert type(instantiate(launcher)).__name__ == "SlurmLauncher"
