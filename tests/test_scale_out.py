@@ -87,5 +87,6 @@ def test_slurm_launcher_defaults_compose_and_instantiate(tmp_path):
     assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
     assert (launcher.partition, launcher.gpus_per_task, launcher.tasks_per_node, launcher.timeout_min) == \
         ("gpu", 1, 1, 60)
-    launcher.submitit_folder = str(tmp_path / ".submitit")  # no ${hydra.sweep.dir} outside a run
+    # no ${hydra.sweep.dir} or ${hydra.job.name} outside a run
+    launcher.submitit_folder, launcher.name = str(tmp_path / ".submitit"), "hydrafit"
     assert type(instantiate(launcher)).__name__ == "SlurmLauncher"
