@@ -46,11 +46,14 @@ def test_multirun_job_that_picks_ddp_fails_alone(tmp_path):
 
 def test_multirun_with_ddp_spawn_works(tmp_path):
     sweep = tmp_path / "sweep"
-    run_cli("-m", "trainer=ddp_cpu", "trainer.strategy=ddp_spawn", "trainer.max_epochs=20",
-            "callbacks.fit_plot.n_images=1", f"hydra.sweep.dir={sweep}", cwd=tmp_path, timeout=300)
-    metrics = read_metrics(sweep / "0")
-    assert metrics["status"] == "completed" and metrics["epochs"] == 20
-    assert (sweep / "0" / "fit.png").exists() and (sweep / "0" / "checkpoints" / "last.ckpt").exists()
+    run_cli("-m", "trainer=ddp_cpu", "trainer.strategy=ddp_spawn", "optimizer.lr=0.01,0.03",
+            "trainer.max_epochs=10", "callbacks.fit_plot.n_images=1", f"hydra.sweep.dir={sweep}",
+            cwd=tmp_path, timeout=300)
+    for job in ("0", "1"):
+        metrics = read_metrics(sweep / job)
+        assert metrics["status"] == "completed" and metrics["epochs"] == 10
+        assert (sweep / job / "fit.png").exists() and (sweep / job / "checkpoints" / "last.ckpt").exists()
+    assert (sweep / "summary.csv").read_text().count(",completed,") == 2
 
 
 @pytest.mark.gpu
@@ -90,3 +93,23 @@ def test_slurm_launcher_defaults_compose_and_instantiate(tmp_path):
     # no ${hydra.sweep.dir} or ${hydra.job.name} outside a run
     launcher.submitit_folder, launcher.name = str(tmp_path / ".submitit"), "hydrafit"
     assert type(instantiate(launcher)).__name__ == "SlurmLauncher"
+
+
+def test_readme_scaling_out_section_is_what_these_tests_run(tmp_path):
+    """Each command of README "Scaling out" maps to a test above; the GPU ones are composed."""
+    from test_readme import commands, section
+
+    lines = commands(section("Scaling out"))
+    assert lines == [
+        "hydrafit-train trainer=ddp_cpu",  # test_two_rank_cpu_ddp_equals_single_process...
+        "hydrafit-train trainer=ddp trainer.devices=4",  # composed by test_configs (CUDA only)
+        "hydrafit-train -m trainer=ddp_cpu trainer.strategy=ddp_spawn optimizer.lr=0.01,0.03",
+        "hydrafit-train -m hydra/launcher=submitit_local optimizer.lr=0.01,0.03",
+        "hydrafit-train -m hydra/launcher=slurm hydra.launcher.partition=gpu trainer=gpu "
+        "optimizer.lr=0.003,0.01,0.03",
+    ]
+    for line in lines[1], lines[4]:  # no GPU or SLURM here: Hydra composes what they would run
+        args = [a for a in line.split()[1:] if a != "-m" and "," not in a]  # one point of the sweep
+        job = run_cli(*args, "--cfg", "job", cwd=tmp_path).stdout
+        assert "accelerator: gpu" in job
+    assert "strategy: ddp" in run_cli("trainer=ddp", "trainer.devices=4", "--cfg", "job", cwd=tmp_path).stdout
