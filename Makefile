@@ -26,5 +26,10 @@ train: install
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Issue 4's targets, baseline vs hydrafit, ~3 min; writes benchmarks/results.md (BENCH_ARGS=--quick: tiny)
+.PHONY: bench
+bench: install
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) build src/*.egg-info

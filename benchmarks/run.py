@@ -1,0 +1,182 @@
+"""`make bench`: hydrafit against its baselines, per target of issue 4, in one run.
+
+    python -m benchmarks.run                       # all targets, ~3 min on 2 cores
+    python -m benchmarks.run --only t1,t3          # some of them
+    python -m benchmarks.run --quick --out /tmp/r.md   # tiny sizes: checks the paths, not speed
+
+Each target measures its baseline and hydrafit in the same run and prints baseline, hydrafit
+and their ratio; the table goes to benchmarks/results.md (what the README shows). Timings are
+the fastest of a few repeats: on a shared machine the minimum is the figure least disturbed
+by other work. Run from the repository root with the project's venv.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks import in_process, plain, processes
+
+RESULTS = Path(__file__).with_name("results.md")
+SWEEP_GRID = {"optimizer.lr": ["0.003", "0.01", "0.03", "0.1"], "model.hidden_dims": ["[16]", "[32]"]}
+FULL = {"t1": dict(short=250, long=1250, repeats=3), "t2": dict(args=[], epochs=250, repeats=3),
+        "t3": dict(n_points=1_000_000, batch_size=4096, repeats=3),
+        "t4": dict(grid=SWEEP_GRID, common=[]), "plot": dict(epochs=250, repeats=3),
+        "cli": dict(repeats=3)}
+QUICK = {"t1": dict(short=5, long=15, repeats=1),
+         "t2": dict(args=["trainer.max_epochs=5"], epochs=5, repeats=1),
+         "t3": dict(n_points=20_000, batch_size=4096, repeats=1),
+         "t4": dict(grid={"seed": ["1", "2"]}, common=["trainer.max_epochs=5"]),
+         "plot": dict(epochs=10, repeats=1), "cli": dict(repeats=1)}
+
+
+@dataclass
+class Row:
+    """One line of the results table: what was compared, both figures, their ratio, the goal."""
+
+    target: str
+    compared: str
+    baseline: str
+    hydrafit: str
+    ratio: str
+    goal: str
+    met: str
+
+
+def judged(ratio: float, limit: float, at_most: bool) -> tuple[str, str]:
+    """(ratio as text, 'yes'/'no') for a goal of ratio <= limit (at_most) or >= limit."""
+    return f"{ratio:.2f}", "yes" if (ratio <= limit if at_most else ratio >= limit) else "no"
+
+
+def target1(short: int, long: int, repeats: int) -> Row:
+    """Seed, per epoch: hydrafit's default run against a plain loop, two-run difference each."""
+    base = plain.seed_ms_per_epoch(short, long, repeats + 2)
+    ours = in_process.seed_ms_per_epoch(short, long, repeats)
+    ratio, met = judged(ours / base, 3, at_most=True)
+    return Row("1. Seed, per epoch", f"ms/epoch from runs of {short} and {long} epochs: plain PyTorch "
+               "loop vs hydrafit's default run (TensorBoard logging, checkpoints, bar)",
+               f"{base:.3f} ms", f"{ours:.3f} ms", f"{ratio}×", "≤ 3×", met)
+
+
+def target2(args: list[str], epochs: int, repeats: int) -> Row:
+    """Whole default run, process start to exit, against the naive Lightning script."""
+    naive, ours = processes.whole_run(args, epochs, repeats)
+    ratio, met = judged(ours / naive, 1, at_most=True)
+    return Row("2. Whole default run", "s, process start to exit: benchmarks/naive_lightning.py vs "
+               f"hydrafit-train {' '.join(args)}".rstrip(), f"{naive:.2f} s", f"{ours:.2f} s",
+               f"{ratio}×", "≤ 1×", met)
+
+
+def target3(n_points: int, batch_size: int, repeats: int, device: str = "cpu") -> Row:
+    """Large data, one epoch: training samples/s against a plain loop slicing the same tensors."""
+    base = plain.large_samples_per_second(n_points, batch_size, repeats + 2, device)
+    ours = in_process.large_samples_per_second(n_points, batch_size, repeats, device)
+    ratio, met = judged(ours / base, 0.8, at_most=False)
+    name = "3. Large data" if device == "cpu" else f"5. GPU ({device_name(device)})"
+    return Row(name, f"training samples/s, one epoch of {n_points:,} points in batches of "
+               f"{batch_size}: plain PyTorch loop vs hydrafit (same process)",
+               f"{base / 1e6:.3f} M/s", f"{ours / 1e6:.3f} M/s", f"{ratio}×", "≥ 0.8×", met)
+
+
+def target4(grid: dict[str, list[str]], common: list[str]) -> Row:
+    """Sweeps: a grid in one `-m` against one hydrafit-train process per job."""
+    separate, multirun = processes.sweep(grid, common)
+    jobs = len(processes.grid_jobs(grid))
+    ratio, met = judged(multirun / separate, 0.5, at_most=True)
+    return Row("4. Sweep", f"s for a {jobs}-job grid ({' x '.join(grid)}): {jobs} hydrafit-train "
+               "processes vs one hydrafit-train -m", f"{separate:.1f} s", f"{multirun:.1f} s",
+               f"{ratio}×", "≤ 0.5×", met)
+
+
+def device_name(device: str) -> str:
+    import torch
+
+    return torch.cuda.get_device_name() if device == "cuda" else platform.processor() or device
+
+
+def gpu_row(sizes: dict) -> Row:
+    """Target 5: target 3 on CUDA, when there is a GPU; otherwise a row that says why not."""
+    import torch
+
+    if torch.cuda.is_available():
+        return target3(**sizes, device="cuda")
+    return Row("5. GPU", "target 3 on CUDA against plain PyTorch on the same GPU", "–", "–", "–",
+               "≥ 0.8×", "not measured: no GPU on this machine")
+
+
+def plot_rows(epochs: int, repeats: int) -> list[Row]:
+    """What the fit plot costs a default run, per TensorBoard image and for the final figure."""
+    runs = in_process.plot_seconds(epochs, repeats)
+    images = max(runs["images"] - 1, 1)  # TensorBoard images drawn during training
+    per_image = (runs["default"] - runs["final_only"]) / images
+    final = runs["final_only"] - runs["none"]
+    share = (runs["default"] - runs["none"]) / runs["default"]
+    return [Row("Fit plot", f"s, train() of a {epochs}-epoch default run: without FitPlot vs with it "
+                f"({runs['images']} TensorBoard images + fit.png; callbacks.fit_plot.n_images bounds it)",
+                f"{runs['none']:.2f} s", f"{runs['default']:.2f} s",
+                f"{share:.0%} of train()", "bounded by n_images",
+                f"{per_image * 1e3:.0f} ms an image, {final * 1e3:.0f} ms the final figure")]
+
+
+def cli_rows(repeats: int) -> list[Row]:
+    """`--help` and `--cfg job`, against what importing torch and Lightning alone costs."""
+    res = processes.cli_answers(repeats)
+    met = "no torch/Lightning import" if not res["heavy"] else "no: torch or Lightning imported"
+    return [Row(f"`hydrafit-train {flag}`", "s, process start to exit: `python -c 'import torch, "
+                "pytorch_lightning'` vs the command", f"{res['import']:.2f} s", f"{res[key]:.2f} s",
+                f"{res[key] / res['import']:.2f}×", "Hydra answers alone", met)
+            for key, flag in (("help", "--help"), ("cfg", "--cfg job"))]
+
+
+def machine() -> str:
+    """One line naming the machine and the versions the numbers were taken with."""
+    import pytorch_lightning
+    import torch
+
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() \
+        else platform.processor()
+    return (f"{os.cpu_count()} cores ({cpu}), torch {torch.__version__} "
+            f"({torch.get_num_threads()} threads), pytorch-lightning {pytorch_lightning.__version__}, "
+            f"Python {platform.python_version()}, {datetime.date.today()}")
+
+
+def markdown(rows: list[Row], header: str) -> str:
+    lines = [header, "", "| target | compared | baseline | hydrafit | ratio | goal | met |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r.target} | {r.compared} | {r.baseline} | {r.hydrafit} | {r.ratio} | {r.goal} | {r.met} |"
+              for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+BENCHMARKS = {"t1": lambda s: [target1(**s["t1"])], "t2": lambda s: [target2(**s["t2"])],
+              "t3": lambda s: [target3(**s["t3"])], "t4": lambda s: [target4(**s["t4"])],
+              "t5": lambda s: [gpu_row(s["t3"])], "plot": lambda s: plot_rows(**s["plot"]),
+              "cli": lambda s: cli_rows(**s["cli"])}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: checks that every path runs")
+    parser.add_argument("--only", default=",".join(BENCHMARKS), help="comma-separated: " + ",".join(BENCHMARKS))
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where the Markdown table goes")
+    args = parser.parse_args(argv)
+    sizes, rows = QUICK if args.quick else FULL, []
+    header = f"Measured by `make bench` on {machine()}" + (" (--quick: sizes too small to mean anything)" if args.quick else "")
+    print(header, flush=True)
+    for name in args.only.split(","):
+        for row in BENCHMARKS[name](sizes):
+            rows.append(row)
+            print(f"{row.target}: baseline {row.baseline}, hydrafit {row.hydrafit}, ratio {row.ratio} "
+                  f"(goal {row.goal}; met: {row.met})", flush=True)
+    args.out.write_text(markdown(rows, header))
+    print(f"table written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""Smoke tests of benchmarks/: every benchmark path runs at tiny sizes, so `make bench` cannot rot.
+
+No timing is asserted (the machine may be busy); only that each path produces its table row.
+Run: .venv/bin/python -m pytest tests/test_benchmarks.py -q
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+ROWS = {"t1": ["1. Seed, per epoch"], "t2": ["2. Whole default run"], "t3": ["3. Large data"],
+        "t4": ["4. Sweep"], "t5": ["5. GPU"], "plot": ["Fit plot"],
+        "cli": ["`hydrafit-train --help`", "`hydrafit-train --cfg job`"]}
+
+
+@pytest.mark.parametrize("only", list(ROWS))
+def test_benchmark_path_runs_and_writes_its_row(only, tmp_path):
+    out = tmp_path / "results.md"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick", "--only", only,
+                           "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = out.read_text()
+    assert "| target | compared | baseline | hydrafit | ratio | goal | met |" in table
+    for row in ROWS[only]:
+        line = next(line for line in table.splitlines() if line.startswith(f"| {row} |"))
+        assert line.count("|") == 8, line  # seven filled cells
+        assert row in proc.stdout  # printed as it was measured
+
+
+def test_help_and_cfg_do_not_import_torch():
+    """What the `cli` row reports, checked directly: Hydra answers without torch or Lightning."""
+    sys.path.insert(0, str(REPO))
+    try:
+        from benchmarks.processes import imports_heavy
+    finally:
+        sys.path.remove(str(REPO))
+    assert not imports_heavy(["--help"])
+    assert not imports_heavy(["--cfg", "job"])
+    # the control: a real (one-epoch) run is seen importing them
+    assert imports_heavy(["trainer.max_epochs=1", "callbacks=none", "logger=none"])
