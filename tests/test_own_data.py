@@ -173,10 +173,10 @@ def fit_in_process(x: torch.Tensor, y: torch.Tensor, epochs: int = 5):
     """A Regressor trained on standardised (x, y) with plain SGD, as hydrafit-train would."""
     import pytorch_lightning as pl
 
-    from hydrafit.data import TableDataModule
+    from hydrafit.data import PointsDataModule
     from hydrafit.models import Regressor
 
-    datamodule = TableDataModule(x, y, seed=0)
+    datamodule = PointsDataModule(x, y, seed=0, standardize=True)
     torch.manual_seed(0)
     module = Regressor(MLP, SGD, scaling=datamodule.scaling)
     pl.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,

@@ -2,7 +2,7 @@
 
 The config group `dataset` picks a factory below (`polynomial`, `sine`, `expression`); each
 returns a `FunctionDataModule`. `from_csv` (dataset=csv) reads a user's points from a file into
-a `TableDataModule`, which has no true function. Batches are slices of tensors that already
+a `PointsDataModule`, which has no true function. Batches are slices of tensors that already
 live on the training device, never per-sample indexing plus collate (37x slower at 1M points on this machine).
 """
 from __future__ import annotations
@@ -93,20 +93,23 @@ class TensorBatches:
             yield self.x[idx], self.y[idx]
 
 
-class FunctionDataModule(pl.LightningDataModule):
-    """n_points of truth(x) + noise on an even grid over x_range; an optional random val split."""
+class PointsDataModule(pl.LightningDataModule):
+    """Given points (x, y): a seeded random validation split, tensor batches on the training
+    device, the least-squares baseline. `truth`, the noiseless function when it is known, adds
+    the truth curve and truth metrics; dataset=csv has none (see from_csv).
+    `generator` continues the random stream that made the points (FunctionDataModule)."""
 
-    def __init__(self, truth, n_points: int, x_range, noise_std: float, seed: int,
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, seed: int, truth=None,
                  batch_size: int | None = None, val_fraction: float = 0.0,
-                 baseline_degree: int | None = None, standardize: bool = False):
+                 baseline_degree: int | None = None, standardize: bool = False,
+                 axis_labels: tuple[str, str] = ("x", "y"), generator: torch.Generator | None = None):
         super().__init__()
-        self.truth, self.x_range = truth, (float(x_range[0]), float(x_range[1]))
+        self.truth, self.axis_labels = truth, axis_labels  # axis labels of the plot
+        self.x_range = (x.min().item(), x.max().item())
         self.batch_size, self.seed, self.baseline_degree = batch_size, seed, baseline_degree
-        gen = torch.Generator().manual_seed(seed)  # data noise independent of model init
-        x = torch.linspace(*self.x_range, n_points).unsqueeze(1)
-        y = truth(x) + noise_std * torch.randn(x.shape, generator=gen)
-        n_val = round(val_fraction * n_points)
-        order = torch.randperm(n_points, generator=gen)
+        gen = generator or torch.Generator().manual_seed(seed)
+        n_val = round(val_fraction * len(x))
+        order = torch.randperm(len(x), generator=gen)
         val_idx, train_idx = order[:n_val].sort().values, order[n_val:].sort().values
         self.x_train, self.y_train = x[train_idx], y[train_idx]
         self.x_val, self.y_val = x[val_idx], y[val_idx]
@@ -138,6 +141,20 @@ class FunctionDataModule(pl.LightningDataModule):
             return None
         x, y = self.x_train.cpu().double().numpy().ravel(), self.y_train.cpu().double().numpy().ravel()
         return Polynomial(tuple(np.polynomial.polynomial.polyfit(x, y, self.baseline_degree)))
+
+
+class FunctionDataModule(PointsDataModule):
+    """n_points of truth(x) + noise_std * N(0, 1) on an even grid over x_range."""
+
+    def __init__(self, truth, n_points: int, x_range, noise_std: float, seed: int,
+                 batch_size: int | None = None, val_fraction: float = 0.0,
+                 baseline_degree: int | None = None, standardize: bool = False):
+        gen = torch.Generator().manual_seed(seed)  # data noise independent of model init
+        x = torch.linspace(float(x_range[0]), float(x_range[1]), n_points).unsqueeze(1)
+        y = truth(x) + noise_std * torch.randn(x.shape, generator=gen)
+        super().__init__(x, y, seed, truth, batch_size, val_fraction, baseline_degree,
+                         standardize, generator=gen)
+        self.x_range = (float(x_range[0]), float(x_range[1]))  # as configured, not float32-rounded
 
 
 def standard_scaling(x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
@@ -214,27 +231,6 @@ def read_columns(path: Path, columns: dict[str, str | int], file_key: str,
     return np.array(values, dtype=np.float64).reshape(-1, len(columns))
 
 
-class TableDataModule(FunctionDataModule):
-    """Points given as tensors (read from a file) instead of sampled from a known function:
-    FunctionDataModule's batching, grid and baseline, with `truth` None, which leaves the
-    truth curve and truth metrics out. Standardised by default (see standard_scaling)."""
-
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, seed: int, batch_size: int | None = None,
-                 val_fraction: float = 0.0, baseline_degree: int | None = None,
-                 standardize: bool = True, axis_labels: tuple[str, str] = ("x", "y")):
-        pl.LightningDataModule.__init__(self)  # not FunctionDataModule's: there is nothing to sample
-        self.truth, self.x_range = None, (x.min().item(), x.max().item())
-        self.axis_labels = axis_labels  # the plot's, e.g. the CSV's column names
-        self.batch_size, self.seed, self.baseline_degree = batch_size, seed, baseline_degree
-        gen = torch.Generator().manual_seed(seed)
-        n_val = round(val_fraction * len(x))
-        order = torch.randperm(len(x), generator=gen)
-        val_idx, train_idx = order[:n_val].sort().values, order[n_val:].sort().values
-        self.x_train, self.y_train = x[train_idx], y[train_idx]
-        self.x_val, self.y_val = x[val_idx], y[val_idx]
-        self.scaling = standard_scaling(self.x_train, self.y_train) if standardize else None
-
-
 def polynomial(coefficients, **sampling) -> FunctionDataModule:
     """dataset=polynomial: noisy samples of evalpoly(x, coefficients)."""
     return FunctionDataModule(Polynomial(tuple(float(c) for c in coefficients)), **sampling)
@@ -264,7 +260,7 @@ def expression(expr: str, **sampling) -> FunctionDataModule:
 
 def from_csv(path: str, x: str | int, y: str | int, seed: int, val_fraction: float = 0.2,
              batch_size: int | None = None, baseline_degree: int | None = 3,
-             standardize: bool = True, drop_invalid: bool = False) -> TableDataModule:
+             standardize: bool = True, drop_invalid: bool = False) -> PointsDataModule:
     """dataset=csv: columns `x` and `y` (header names, or 0-based indexes) of a CSV file.
     A relative `path` is relative to the directory hydrafit-train was started in."""
     from hydra.utils import to_absolute_path
@@ -282,5 +278,5 @@ def from_csv(path: str, x: str | int, y: str | int, seed: int, val_fraction: flo
         raise ConfigError(f"dataset.path: {file.name} has {len(points)} usable rows; with "
                           f"dataset.val_fraction={val_fraction} that leaves {n_train} to train on (need 2)")
     labels = tuple(c if isinstance(c, str) else f"column {c}" for c in (x, y))
-    return TableDataModule(points[:, :1].float(), points[:, 1:].float(), seed, batch_size,
-                           val_fraction, baseline_degree, standardize, labels)
+    return PointsDataModule(points[:, :1].float(), points[:, 1:].float(), seed, None, batch_size,
+                            val_fraction, baseline_degree, standardize, labels)
