@@ -27,7 +27,7 @@ class ConfigError(ValueError):
     """A config that cannot be trained with; the message names the key and what is allowed."""
 
 
-def _unknown(key: str, allowed) -> ConfigError:
+def unknown_key(key: str, allowed) -> ConfigError:
     close = difflib.get_close_matches(key.rsplit(".", 1)[-1], list(allowed), n=1)
     hint = f"; did you mean '{close[0]}'?" if close else f"; allowed: {', '.join(sorted(allowed))}"
     return ConfigError(f"{key}: unknown key{hint}")
@@ -62,7 +62,7 @@ def check_targets(node, path: str = "") -> None:
         accepted = accepted_arguments(get_object(target))
         for key in node:
             if not str(key).startswith("_") and accepted is not None and key not in accepted:
-                raise _unknown(f"{path}.{key}", accepted)
+                raise unknown_key(f"{path}.{key}", accepted)
     for key, child in node.items_ex(resolve=False):
         check_targets(child, f"{path}.{key}" if path else str(key))
 
@@ -180,7 +180,7 @@ def validate(cfg: DictConfig) -> None:
     """Raise ConfigError on the first problem found in `cfg`."""
     for key in cfg:
         if key not in TOP_LEVEL_KEYS:
-            raise _unknown(str(key), TOP_LEVEL_KEYS)
+            raise unknown_key(str(key), TOP_LEVEL_KEYS)
     check_targets(cfg)
     check_dataset(cfg)
     check_model(cfg)

@@ -7,6 +7,8 @@ one line and exit code 2, with nothing created.
 """
 from __future__ import annotations
 
+import functools
+import re
 import sys
 from pathlib import Path
 
@@ -46,3 +48,50 @@ class Preflight(Callback):
         except ConfigError as error:
             fail(str(error))
         check_writable("hydra.sweep.dir", config.hydra.sweep.dir)
+
+
+def composition_problem(overrides: list[str]) -> str | None:
+    """What Hydra would say about composing conf/train.yaml with `overrides`, as one line that
+    names the key and what is allowed (Hydra's own message spans several lines), or None."""
+    from hydra import compose, initialize_config_module
+    from hydra.errors import HydraException, MissingConfigException
+
+    def composed(overrides):
+        with initialize_config_module("hydrafit.conf", version_base="1.3"):
+            return compose("train", overrides=overrides, return_hydra_config=True)
+
+    try:
+        composed(overrides)
+        return None
+    except MissingConfigException as error:  # model=transformer
+        missing = re.search(r"Could not find '(.+)/([^/']+)'", str(error))
+        options = re.findall(r"^\t(\S+)$", str(error), re.M)
+        if missing and options:
+            return f"{missing[1]}={missing[2]}: no such option; available: {', '.join(options)}"
+        return str(error).splitlines()[0]
+    except HydraException as error:
+        bad = re.match(r"Could not override '(.+)'", str(error))
+        if not bad:
+            return " ".join(str(error).split("\n")[:1])
+        from omegaconf import OmegaConf
+
+        from hydrafit.config import unknown_key  # model.hiden=3: suggest the close name
+
+        parent = bad[1].rpartition(".")[0]
+        rest = composed([o for o in overrides if not o.startswith(f"{bad[1]}=")])
+        node = OmegaConf.select(rest, parent) if parent else rest
+        return str(unknown_key(bad[1], [str(k) for k in node] if node is not None else []))
+
+
+def explain_composition_errors(entry):
+    """Decorates the Hydra entry point: a run whose overrides Hydra cannot compose (a typo in a
+    key, an option that does not exist) stops with one line and exit code 2. Command lines with
+    flags (--cfg, -m, --help, ...) go to Hydra as they are."""
+    @functools.wraps(entry)
+    def checked(*args, **kwargs):
+        overrides = sys.argv[1:]
+        if overrides and not any(arg.startswith("-") for arg in overrides):
+            if problem := composition_problem(overrides):
+                fail(problem)
+        return entry(*args, **kwargs)
+    return checked

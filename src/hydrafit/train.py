@@ -22,6 +22,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from hydrafit.expression import quote_formulas
+from hydrafit.preflight import explain_composition_errors
 from hydrafit import sweep
 
 sweep.register_sweeper()  # hydra/sweeper=resumable; importing sweep registers its ${hydrafit.*} resolvers
@@ -193,6 +194,7 @@ def resumed_run(cfg: DictConfig):
 
 
 @quote_formulas  # dataset.expr=sin(3*x) + 0.5*x, as typed, despite Hydra's override grammar
+@explain_composition_errors  # model.hiden=3, model=transformer: one line, not Hydra's several
 @hydra.main(version_base="1.3", config_path="pkg://hydrafit.conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     from hydrafit.config import ConfigError, validate
