@@ -70,8 +70,8 @@ class Regressor(pl.LightningModule):
     the net is wrapped in Standardized and the loss minimised is the MSE in standard units.
     """
 
-    _next_flush = 0.0  # time.monotonic() after which on_train_epoch_end flushes the loggers
     _loss_sum, _loss_count = 0.0, 0  # this epoch's sum of batch losses x batch sizes, and of sizes
+    _unlogged: list | tuple = ()  # (step, train/loss) of the epochs not yet handed to the loggers
 
     def __init__(self, model: dict, optimizer: dict, scheduler: dict | None = None,
                  scaling: dict | None = None):
@@ -83,8 +83,8 @@ class Regressor(pl.LightningModule):
 
     def __setattr__(self, name: str, value) -> None:
         # Lightning sets _current_fx_name around each of ~60 hook calls an epoch, and the loss
-        # sums change every step; nn.Module's checks cost 1.5 us a set (~0.1 ms an epoch, a
-        # third of a seed step) and none of these names is a parameter, buffer or submodule.
+        # sums change every step; nn.Module's checks cost 1.5 us a set (~0.05 ms an epoch, 15%
+        # of a seed step) and none of these names is a parameter, buffer or submodule.
         if name in ("_current_fx_name", "_loss_sum", "_loss_count"):
             object.__setattr__(self, name, value)
         else:
@@ -93,18 +93,28 @@ class Regressor(pl.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
+    def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
+        # data.TensorBatches slices tensors that already live on the device; Lightning's generic
+        # move of them is a no-op costing ~20 us a step (2% of a 1M-point epoch).
+        if all(isinstance(t, torch.Tensor) and t.device == device for t in batch):
+            return batch
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
     def training_step(self, batch, batch_idx):
         x, y = batch
         loss = nn.functional.mse_loss(self.net(x), y)
         # Not self.log: Lightning's per-call bookkeeping costs ~0.5 ms, more than this whole step
         # of the seed (0.35 ms in plain PyTorch; benchmarks/, target 1). The epoch's mean is kept
-        # here, visible to callbacks as it grows, and logged once in on_train_epoch_end.
+        # here, visible to callbacks as it grows; on_train_epoch_end takes it from there.
         self._loss_sum = self._loss_sum + loss.detach() * len(x)
         self._loss_count += len(x)
         self.trainer.callback_metrics["train/loss"] = self._loss_sum / self._loss_count
         if self.hparams.scaling:  # optimise in standard units: optimizer settings do not depend on y's
             return loss / self.hparams.scaling["y_std"] ** 2
         return loss
+
+    def on_train_start(self) -> None:
+        self._unlogged, self._next_log = [], time.monotonic() + 1.0
 
     def on_train_epoch_start(self) -> None:
         self._loss_sum, self._loss_count = 0.0, 0
@@ -121,15 +131,28 @@ class Regressor(pl.LightningModule):
             total = self.trainer.strategy.reduce(total, reduce_op="sum")
             loss = total[0] / total[1]
         self.trainer.callback_metrics["train/loss"] = loss
-        if not self.loggers:
-            return
-        metrics = {"train/loss": loss.item()}
+        if self.loggers:
+            self._unlogged.append((self.global_step - 1, loss.item()))
+            if time.monotonic() >= self._next_log:
+                self.log_epoch_losses()
+
+    def on_train_end(self) -> None:
+        self.log_epoch_losses()
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        self.log_epoch_losses()  # a run resumed from this checkpoint finds every loss before it
+
+    def log_epoch_losses(self) -> None:
+        """Hand the epoch losses kept since the last call to the loggers, and flush them. Once a
+        second, not every epoch: a scalar an epoch woke TensorBoard's writer thread every epoch,
+        and the GIL hand-offs cost ~0.2 ms (a quarter of a seed epoch; benchmarks/, target 1).
+        TensorBoard is as live; a crash or kill -9 loses at most the losses after the last
+        checkpoint, which a resumed run redoes anyway."""
         for logger in self.loggers:
-            logger.log_metrics(metrics, step=self.global_step - 1)
-        if time.monotonic() >= self._next_flush:  # Lightning flushes every epoch (~0.1 ms): once
-            self._next_flush = time.monotonic() + 1.0  # a second is as live, a kill -9 loses <= 1 s
-            for logger in self.loggers:
-                logger.save()
+            for step, value in self._unlogged:
+                logger.log_metrics({"train/loss": value}, step=step)
+            logger.save()
+        self._unlogged, self._next_log = [], time.monotonic() + 1.0
 
     def validation_step(self, batch, batch_idx):
         x, y = batch
