@@ -6,6 +6,7 @@ import json
 import math
 import os
 import signal
+import struct
 import sys
 import threading
 import time
@@ -18,7 +19,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from tqdm.auto import tqdm
 
 from hydrafit.metrics import final_metrics, predict
-from hydrafit.plotting import fit_figure
+from hydrafit.plotting import fit_figure, png, refit_figure
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
@@ -28,13 +29,16 @@ def write_json_atomic(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def draw_fit(net, datamodule, epoch: int):
-    """The truth / data / prediction / baseline figure of `net` on `datamodule`."""
+def draw_fit(net, datamodule, epoch: int, fig=None):
+    """The truth / data / prediction / baseline figure of `net` on `datamodule`; given `fig`,
+    an earlier one of them, only its prediction and title are redrawn (refit_figure)."""
     dm, grid = datamodule, datamodule.grid()
     if dm.truth is None:
-        return draw_data_fit(net, dm, epoch)
+        return draw_data_fit(net, dm, epoch, fig)
     truth, prediction, baseline = dm.truth(grid), predict(net, grid), dm.baseline()
     rmse = torch.sqrt(torch.mean((prediction - truth) ** 2)).item()
+    if fig is not None:
+        return refit_figure(fig, prediction.ravel(), f"epoch {epoch}: truth RMSE {rmse:.4f}")
     return fit_figure(
         grid.ravel(), truth.ravel(), dm.x_train.cpu().ravel(), dm.y_train.cpu().ravel(),
         prediction.ravel(), None if baseline is None else baseline(grid.double()).ravel(),
@@ -42,7 +46,7 @@ def draw_fit(net, datamodule, epoch: int):
         x_val=dm.x_val.cpu().ravel(), y_val=dm.y_val.cpu().ravel())
 
 
-def draw_data_fit(net, datamodule, epoch: int):
+def draw_data_fit(net, datamodule, epoch: int, fig=None):
     """draw_fit for data without a known true function (dataset=csv): data, prediction and
     baseline in the data's units, axes named after its columns, the train (and val) MSE on top."""
     dm, grid = datamodule, datamodule.grid()
@@ -50,6 +54,8 @@ def draw_data_fit(net, datamodule, epoch: int):
     title = f"epoch {epoch}: train MSE {metrics['train/mse']:.4g}"
     if "val/mse" in metrics:
         title += f", val MSE {metrics['val/mse']:.4g}"
+    if fig is not None:
+        return refit_figure(fig, prediction.ravel(), title)
     return fit_figure(
         grid.ravel(), None, dm.x_train.cpu().ravel(), dm.y_train.cpu().ravel(), prediction.ravel(),
         None if baseline is None else baseline(grid.double()).ravel(), title=title,
@@ -66,6 +72,7 @@ class FitPlot(pl.Callback):
 
     def __init__(self, dirpath: str, n_images: int = 10):
         self.dirpath, self.n_images = Path(dirpath), n_images
+        self._fig = None  # built for the first image, then redrawn with each new prediction
 
     @staticmethod
     def _tensorboard(trainer: pl.Trainer):
@@ -73,9 +80,16 @@ class FitPlot(pl.Callback):
         experiment = getattr(trainer.logger, "experiment", None)
         return experiment if hasattr(experiment, "add_figure") else None
 
-    def _log_image(self, trainer: pl.Trainer, fig) -> None:
-        if writer := self._tensorboard(trainer):
-            writer.add_figure("fit", fig, global_step=trainer.global_step, close=False)
+    def _draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int) -> bytes:
+        """The fit figure at `epoch`, as PNG. One figure redrawn and rendered once, where a new
+        figure, add_figure's own rendering and a second one for fit.png cost ~80 ms an image
+        more than half the time (0.4 s of a default run; benchmarks/, plot row)."""
+        self._fig = draw_fit(pl_module.net, trainer.datamodule, epoch, self._fig)
+        return png(self._fig)
+
+    def _log_image(self, trainer: pl.Trainer, image: bytes) -> None:
+        if writer := self._tensorboard(trainer):  # the PNG as it is: what add_figure makes of a figure
+            writer._get_file_writer().add_summary(png_summary("fit", image), trainer.global_step)
 
     @rank_zero_only
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -85,16 +99,24 @@ class FitPlot(pl.Callback):
             return  # the last epoch's figure is drawn by on_fit_end
         if not self._tensorboard(trainer):
             return
-        fig = draw_fit(pl_module.net, trainer.datamodule, epoch)
-        self._log_image(trainer, fig)
+        self._log_image(trainer, self._draw(trainer, pl_module, epoch))
 
     @rank_zero_only
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        fig = draw_fit(pl_module.net, trainer.datamodule, trainer.current_epoch)
-        self._log_image(trainer, fig)
+        image = self._draw(trainer, pl_module, trainer.current_epoch)
+        self._log_image(trainer, image)
         tmp = self.dirpath / ".fit.tmp.png"
-        fig.savefig(tmp)
+        tmp.write_bytes(image)
         os.replace(tmp, self.dirpath / "fit.png")
+
+
+def png_summary(tag: str, image: bytes):
+    """A TensorBoard image summary holding `image`, PNG bytes (their size read from the header)."""
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    width, height = struct.unpack(">II", image[16:24])  # the PNG IHDR chunk
+    picture = Summary.Image(height=height, width=width, colorspace=4, encoded_image_string=image)
+    return Summary(value=[Summary.Value(tag=tag, image=picture)])
 
 
 class MetricsFile(pl.Callback):
