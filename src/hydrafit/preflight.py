@@ -8,8 +8,10 @@ one line and exit code 2, with nothing created.
 from __future__ import annotations
 
 import functools
+import os
 import re
 import sys
+import tempfile
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
@@ -22,13 +24,18 @@ def fail(message: str) -> None:
 
 
 def check_writable(key: str, directory: str) -> None:
-    """The directory exists or can be created, and a file can be written in it."""
-    path = Path(directory)
+    """The directory is writable, or can be created, and nothing is created here: an existing
+    one (resume=, resume_sweep=) is only asked; otherwise a temp file is opened and deleted in
+    its nearest existing parent (what Hydra will create it in)."""
+    path = Path(directory).absolute()
+    if path.is_dir():
+        if not os.access(path, os.W_OK):
+            fail(f"{key}: cannot write to '{directory}' (permission denied)")
+        return
+    parent = next(p for p in path.parents if p.exists())
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".hydrafit-write-test"
-        probe.touch()
-        probe.unlink()
+        with tempfile.TemporaryFile(dir=parent):
+            pass
     except OSError as error:
         fail(f"{key}: cannot write to '{directory}' ({error.strerror or type(error).__name__})")
 
