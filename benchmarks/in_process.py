@@ -105,6 +105,41 @@ def large_samples_per_second(n_points: int, batch_size: int, repeats: int, devic
     return max(rates)
 
 
+class BareModule(pl.LightningModule):
+    """The seed's MLP and Adam as the shortest LightningModule: no logging, nothing else."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(1, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
+
+    def training_step(self, batch, batch_idx):
+        return torch.nn.functional.mse_loss(self.net(batch[0]), batch[1])
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=0.03)
+
+
+def lightning_floor_samples_per_second(n_points: int, batch_size: int, repeats: int,
+                                       device: str = "cpu") -> float:
+    """Target 3's context: what Lightning's own loop allows. A bare LightningModule trained on
+    hydrafit's TensorBatches, with no callbacks, logger, checkpoints or bar (best of `repeats`)."""
+    from benchmarks.plain import seed_data
+    from hydrafit.data import TensorBatches
+
+    x, y = (t.to(device) for t in seed_data(n_points))
+    rates = []
+    for _ in range(repeats):
+        with tempfile.TemporaryDirectory() as tmp:
+            timer = TrainTimer()
+            trainer = pl.Trainer(max_epochs=1, accelerator=device, devices=1, logger=False,
+                                 callbacks=[timer], enable_checkpointing=False, enable_progress_bar=False,
+                                 enable_model_summary=False, default_root_dir=tmp)
+            with quiet():
+                trainer.fit(BareModule(), train_dataloaders=TensorBatches(x, y, batch_size, seed=0))
+            rates.append(n_points / timer.seconds)
+    return max(rates)
+
+
 def count_images(run_dir: Path) -> int:
     """How many fit figures the run sent to TensorBoard."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
