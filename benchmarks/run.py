@@ -94,7 +94,7 @@ def target4(grid: dict[str, list[str]], common: list[str]) -> Row:
     separate, multirun = processes.sweep(grid, common)
     jobs = len(processes.grid_jobs(grid))
     ratio, met = judged(multirun / separate, 0.5, at_most=True)
-    return Row("4. Sweep", f"s for a {jobs}-job grid ({' x '.join(grid)}): {jobs} hydrafit-train "
+    return Row("4. Sweep", f"s for a grid of {jobs} jobs ({' x '.join(grid)}): {jobs} hydrafit-train "
                "processes vs one hydrafit-train -m", f"{separate:.1f} s", f"{multirun:.1f} s",
                f"{ratio}×", "≤ 0.5×", met)
 

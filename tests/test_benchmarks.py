@@ -42,3 +42,18 @@ def test_help_and_cfg_do_not_import_torch():
     assert not imports_heavy(["--cfg", "job"])
     # the control: a real (one-epoch) run is seen importing them
     assert imports_heavy(["trainer.max_epochs=1", "callbacks=none", "logger=none"])
+
+
+def test_readme_performance_section_has_every_row_and_working_commands():
+    """The README shows a table with every row the runner writes, and its commands exist."""
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Performance\n", 1)[1].split("\n## ", 1)[0]
+    assert "| target | compared | baseline | hydrafit | ratio | goal | met |" in section
+    for rows in ROWS.values():
+        for row in rows:
+            assert f"| {row} |" in section, row
+    assert "\nbench: install\n" in (REPO / "Makefile").read_text()
+    usage = subprocess.run([sys.executable, "-m", "benchmarks.run", "--help"], cwd=REPO,
+                           capture_output=True, text=True, check=True).stdout
+    for flag in ("--only", "--quick", "--out"):
+        assert flag in usage
