@@ -3,6 +3,7 @@
     python -m benchmarks.run                       # all targets, ~3 min on 2 cores
     python -m benchmarks.run --only t1,t3          # some of them
     python -m benchmarks.run --quick --out /tmp/r.md   # tiny sizes: checks the paths, not speed
+    python -m benchmarks.run --threads 0           # torch's own thread count (default here: 1)
 
 Each target measures its baseline and hydrafit in the same run and prints baseline, hydrafit
 and their ratio; the table goes to benchmarks/results.md (what the README shows). Timings are
@@ -157,6 +158,17 @@ def machine() -> str:
             f"Python {platform.python_version()}, {datetime.date.today()}")
 
 
+def set_threads(n: int) -> None:
+    """torch's intra-op threads for this process and, through OMP_NUM_THREADS, for the
+    processes it times. With other work on the cores, torch's threads waiting for each other
+    made the 1M-point loop up to 18x slower here, at random, baseline and hydrafit alike (a
+    ratio of 2.1 once); one thread is within ~20% of two on a quiet machine for these sizes."""
+    import torch
+
+    torch.set_num_threads(n)
+    os.environ["OMP_NUM_THREADS"] = str(n)
+
+
 def markdown(rows: list[Row], header: str) -> str:
     lines = [header, "", "| target | compared | baseline | hydrafit | ratio | goal | met |",
              "|---|---|---|---|---|---|---|"]
@@ -176,7 +188,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks that every path runs")
     parser.add_argument("--only", default=",".join(BENCHMARKS), help="comma-separated: " + ",".join(BENCHMARKS))
     parser.add_argument("--out", type=Path, default=RESULTS, help="where the Markdown table goes")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads, here and in the "
+                        "processes timed (default 1; 0: torch's own choice); see set_threads")
     args = parser.parse_args(argv)
+    if args.threads:
+        set_threads(args.threads)
     sizes, rows = QUICK if args.quick else FULL, []
     header = f"Measured by `make bench` on {machine()}" + (" (--quick: sizes too small to mean anything)" if args.quick else "")
     print(header, flush=True)
