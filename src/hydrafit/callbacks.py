@@ -15,6 +15,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, ProgressBar
+from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
 from tqdm.auto import tqdm
 
@@ -77,8 +78,8 @@ class FitPlot(pl.Callback):
     @staticmethod
     def _tensorboard(trainer: pl.Trainer):
         """The SummaryWriter if the logger is TensorBoard; other loggers only get fit.png."""
-        experiment = getattr(trainer.logger, "experiment", None)
-        return experiment if hasattr(experiment, "add_figure") else None
+        # isinstance, not duck typing: fast_dev_run's DummyLogger answers every attribute
+        return trainer.logger.experiment if isinstance(trainer.logger, TensorBoardLogger) else None
 
     def _draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int) -> bytes:
         """The fit figure at `epoch`, as PNG. One figure redrawn and rendered once, where a new
