@@ -154,7 +154,7 @@ def machine() -> str:
                 if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() \
         else platform.processor()
     return (f"{os.cpu_count()} cores ({cpu}), torch {torch.__version__} "
-            f"({torch.get_num_threads()} threads), pytorch-lightning {pytorch_lightning.__version__}, "
+            f"({torch.get_num_threads()} thread{'s' * (torch.get_num_threads() != 1)}), pytorch-lightning {pytorch_lightning.__version__}, "
             f"Python {platform.python_version()}, {datetime.date.today()}")
 
 
