@@ -211,8 +211,11 @@ def exits_without_teardown(entry):
                 and all(t.daemon or t is threading.main_thread() for t in threading.enumerate())
                 and not (dist and dist.is_available() and dist.is_initialized())):
             atexit._run_exitfuncs()  # what a normal exit runs: logging.shutdown, multiprocessing, ...
-            sys.stdout.flush()
-            sys.stderr.flush()
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except (OSError, ValueError):  # a closed pipe (| head) or stream: nothing to keep
+                    pass
             os._exit(0)
         return result
     return entry_then_exit
