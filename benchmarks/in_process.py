@@ -17,31 +17,13 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from hydra import compose, initialize_config_module
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import OmegaConf, open_dict
 
-import hydrafit.train  # registers hydrafit's resolvers, which conf/ uses
+import hydrafit.train
+from hydrafit.train import compose_job
 
 warnings.filterwarnings("ignore")  # Lightning's advice is noise in a benchmark's output
 for _name in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch"):
     logging.getLogger(_name).setLevel(logging.ERROR)
-
-
-def compose_run(overrides: list[str], run_dir: Path):
-    """The job config of `hydrafit-train <overrides> hydra.run.dir=<run_dir>`, with Hydra's
-    runtime set as a run would set it, so ${hydra:runtime.output_dir} resolves to run_dir."""
-    with initialize_config_module("hydrafit.conf", version_base="1.3"):
-        cfg = compose("train", overrides=[*overrides, f"hydra.run.dir={run_dir}"],
-                      return_hydra_config=True)
-    run_dir.mkdir(parents=True, exist_ok=True)  # as Hydra does before the task starts
-    OmegaConf.set_readonly(cfg.hydra, False)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(run_dir)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return cfg
 
 
 @contextlib.contextmanager
@@ -56,7 +38,7 @@ def train_seconds(overrides: list[str], inspect=None) -> float:
     """Wall seconds of hydrafit.train.train(cfg): build, fit, final metrics, plot, checkpoint.
     `inspect(run_dir)`, if given, looks at what the run wrote before it is deleted."""
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = compose_run(overrides, Path(tmp) / "run")
+        cfg = compose_job(overrides, Path(tmp) / "run")
         with quiet():
             start = time.perf_counter()
             hydrafit.train.train(cfg)
@@ -96,7 +78,7 @@ def large_samples_per_second(n_points: int, batch_size: int, repeats: int, devic
     rates = []
     for _ in range(repeats):
         with tempfile.TemporaryDirectory() as tmp:
-            datamodule, module, trainer = hydrafit.train.build(compose_run(overrides, Path(tmp) / "run"))
+            datamodule, module, trainer = hydrafit.train.build(compose_job(overrides, Path(tmp) / "run"))
             timer = TrainTimer()
             trainer.callbacks.append(timer)  # last: its on_train_end comes after the others'
             with quiet():
@@ -113,7 +95,8 @@ class BareModule(pl.LightningModule):
         self.net = torch.nn.Sequential(torch.nn.Linear(1, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
 
     def training_step(self, batch, batch_idx):
-        return torch.nn.functional.mse_loss(self.net(batch[0]), batch[1])
+        (x, y), = batch  # a data.Steps of one mini-batch
+        return torch.nn.functional.mse_loss(self.net(x), y)
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.parameters(), lr=0.03)

@@ -5,13 +5,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_module
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import OmegaConf, open_dict
+from omegaconf import OmegaConf
 
 from conftest import REPO
 from hydrafit.config import validate
-from hydrafit.train import build
+from hydrafit.train import build, compose_job
 
 GROUPS = ("dataset", "model", "optimizer", "scheduler", "trainer", "callbacks", "logger", "experiment")
 # Options whose files need something this machine may lack, or a user-supplied value.
@@ -25,17 +23,8 @@ def options(group: str) -> list[str]:
 
 
 def compose_run(tmp_path: Path, *overrides: str):
-    """Compose conf/train.yaml as hydrafit-train would, with the Hydra node set so that
-    ${hydra:runtime.output_dir} resolves (to tmp_path)."""
-    with initialize_config_module("hydrafit.conf", version_base="1.3"):
-        cfg = compose("train", overrides=[f"hydra.run.dir={tmp_path}", *overrides],
-                      return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(tmp_path)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return cfg
+    """conf/train.yaml composed as hydrafit-train would, its output dir tmp_path."""
+    return compose_job(list(overrides), tmp_path)
 
 
 CASES = [(g, o) for g in GROUPS for o in options(g)]

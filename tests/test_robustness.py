@@ -16,7 +16,10 @@ import torch
 from conftest import BIN, read_metrics, run_cli
 
 NUMBERS = ("train/mse", "truth/rmse", "baseline/truth_rmse")
-LONG = ("trainer.max_epochs=2000", "callbacks.fit_plot.n_images=2")  # long enough to interrupt
+# Long enough to interrupt; mini-batches and a scheduler, so that a resumed run must also get
+# each epoch's shuffle and learning rate right to equal an uninterrupted one bitwise.
+LONG = ("trainer.max_epochs=2000", "callbacks.fit_plot.n_images=2", "dataset.batch_size=32",
+        "scheduler=step", "scheduler.step_size=500")
 
 
 def one_line_error(proc) -> str:

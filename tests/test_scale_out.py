@@ -24,6 +24,17 @@ def test_two_rank_cpu_ddp_equals_single_process_and_leaves_one_run_dir(tmp_path,
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
 
 
+def test_ddp_mini_batches_grouped_per_lightning_batch_equal_single_process(tmp_path):
+    """Several optimizer steps per Lightning batch (dataset.steps_per_batch) under DDP: each
+    manual backward is all-reduced, so 2 ranks x 16 points = one process's batches of 32."""
+    args = ("dataset.batch_size=32", "trainer.max_epochs=5", "callbacks.fit_plot.n_images=0", "logger=none")
+    run_cli("trainer=ddp_cpu", *args, f"hydra.run.dir={tmp_path / 'ddp'}", cwd=tmp_path, timeout=300)
+    run_cli(*args, f"hydra.run.dir={tmp_path / 'single'}", cwd=tmp_path)
+    ddp, single = read_metrics(tmp_path / "ddp"), read_metrics(tmp_path / "single")
+    for key in NUMBERS:
+        assert ddp[key] == pytest.approx(single[key], abs=1e-5), key
+
+
 def test_multirun_refuses_subprocess_ddp_up_front(tmp_path):
     proc = run_cli("-m", "trainer=ddp_cpu", "optimizer.lr=0.01,0.03", f"hydra.sweep.dir={tmp_path / 'sweep'}",
                    cwd=tmp_path, check=False, timeout=120)

@@ -99,6 +99,8 @@ def check_csv_dataset(cfg: DictConfig) -> None:
             raise ConfigError(f"dataset.{key} must be a column name or a 0-based column index, got {column!r}")
     if d.get("batch_size") is not None:
         _number(cfg, "dataset.batch_size", Integral, low=1)
+    if "steps_per_batch" in d:
+        _number(cfg, "dataset.steps_per_batch", Integral, low=1)
     if _number(cfg, "dataset.val_fraction", low=0, high=1) == 1:
         raise ConfigError("dataset.val_fraction=1 leaves no training point; use < 1")
     if d.get("baseline_degree") is not None:
@@ -120,6 +122,8 @@ def check_dataset(cfg: DictConfig) -> None:
         raise ConfigError(f"dataset.x_range must be [low, high] numbers with low < high, got {lo_hi}")
     if d.get("batch_size") is not None:
         _number(cfg, "dataset.batch_size", Integral, low=1)
+    if "steps_per_batch" in d:
+        _number(cfg, "dataset.steps_per_batch", Integral, low=1)
     val = _number(cfg, "dataset.val_fraction", low=0, high=1)
     if round(val * d.n_points) >= d.n_points:
         raise ConfigError(f"dataset.val_fraction={val} leaves no training point; use < 1")

@@ -60,53 +60,101 @@ class Sine:
         return f"y = {self.amplitude:g} sin({self.frequency:g}x + {self.phase:g})"
 
 
+class Steps:
+    """One Lightning batch: consecutive mini-batches of an epoch, each (x[idx], y[idx]) for the
+    next `batch_size` indexes of `order`, or the whole (x, y) once when `order` is None (full
+    batch). Sliced as the model iterates, next to where each mini-batch is used. A plain class,
+    not a dataclass: Lightning's batch transfer leaves it alone (its tensors are on the device)."""
+
+    __slots__ = ("x", "y", "order", "batch_size")
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, order: torch.Tensor | None = None,
+                 batch_size: int = 0):
+        self.x, self.y, self.order, self.batch_size = x, y, order, batch_size
+
+    def __len__(self) -> int:
+        return 1 if self.order is None else math.ceil(len(self.order) / self.batch_size)
+
+    def __iter__(self):
+        if self.order is None:
+            yield self.x, self.y
+            return
+        for start in range(0, len(self.order), self.batch_size):
+            idx = self.order[start:start + self.batch_size]
+            yield self.x[idx], self.y[idx]
+
+
 class TensorBatches:
-    """An iterable of (x, y) batches sliced from whole tensors, shuffled per epoch.
+    """The epochs of (x, y), shuffled per epoch, as Lightning batches of `steps_per_batch`
+    mini-batch steps each (`Steps`).
+
+    Several steps a batch: Lightning's own work per batch (~0.4 ms on a 2-core CPU: hooks,
+    progress, closures) is more than a whole step of a small model on 4096 points (~0.7 ms in
+    plain PyTorch); grouping the steps pays it once per group (benchmarks/, target 3), as
+    Keras' steps_per_execution does. The model takes the steps (models.Regressor.training_step).
 
     The permutation of epoch e comes from a generator seeded with (seed, e), so a run resumed
-    from a checkpoint at epoch e sees exactly the batches an uninterrupted run would.
-    Under DDP every rank draws the same permutation and takes every world_size-th index of
-    it: the data is sharded, not duplicated, and `batch_size` stays the global batch.
+    from a checkpoint at epoch e sees exactly the batches an uninterrupted run would; Lightning
+    tells the epoch before each one through `sampler.set_epoch`, as it does for PyTorch's
+    DistributedSampler. Under DDP every rank draws the same permutation and takes every
+    world_size-th index of it: the data is sharded, not duplicated, and `batch_size` stays the
+    global batch.
     """
 
-    def __init__(self, x, y, batch_size: int | None, seed: int, start_epoch: int = 0,
-                 rank: int = 0, world_size: int = 1):
+    def __init__(self, x, y, batch_size: int | None, seed: int, rank: int = 0, world_size: int = 1,
+                 steps_per_batch: int = 1):
         self.x, self.y = x, y
         self.full_batch = batch_size is None or batch_size >= len(x)
         self.batch_size = len(x) if self.full_batch else max(1, batch_size // world_size)
-        self.seed, self.epoch, self.rank, self.world_size = seed, start_epoch, rank, world_size
+        self.seed, self.epoch, self.rank, self.world_size = seed, 0, rank, world_size
+        self.steps_per_batch = steps_per_batch
 
-    def __len__(self) -> int:
+    batch_sampler = None  # with `sampler`: what Lightning reads of a DataLoader-like object
+
+    @property
+    def sampler(self) -> TensorBatches:
+        return self  # where Lightning looks for set_epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def steps_per_epoch(self) -> int:
         return 1 if self.full_batch else math.ceil(len(self.x) // self.world_size / self.batch_size)
 
+    def __len__(self) -> int:
+        return math.ceil(self.steps_per_epoch() / self.steps_per_batch)
+
     def __iter__(self):
-        epoch, self.epoch = self.epoch, self.epoch + 1
+        epoch, self.epoch = self.epoch, self.epoch + 1  # the next epoch, unless set_epoch says
         if self.full_batch:  # order is irrelevant to the loss; [0::1] is a view, not a copy
-            yield self.x[self.rank::self.world_size], self.y[self.rank::self.world_size]
+            yield Steps(self.x[self.rank::self.world_size], self.y[self.rank::self.world_size])
             return
         gen = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
         order = torch.randperm(len(self.x), generator=gen).to(self.x.device)
         # Drop the remainder so that every rank runs the same number of steps (DDP needs it).
         shard = order[:len(order) // self.world_size * self.world_size][self.rank::self.world_size]
-        for start in range(0, len(shard), self.batch_size):
-            idx = shard[start:start + self.batch_size]
-            yield self.x[idx], self.y[idx]
+        group = self.batch_size * self.steps_per_batch
+        for start in range(0, len(shard), group):
+            yield Steps(self.x, self.y, shard[start:start + group], self.batch_size)
 
 
 class PointsDataModule(pl.LightningDataModule):
     """Given points (x, y): a seeded random validation split, tensor batches on the training
     device, the least-squares baseline. `truth`, the noiseless function when it is known, adds
     the truth curve and truth metrics; dataset=csv has none (see from_csv).
+    `steps_per_batch`: mini-batch steps a Lightning batch holds (TensorBatches says why).
     `generator` continues the random stream that made the points (FunctionDataModule)."""
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, seed: int, truth=None,
                  batch_size: int | None = None, val_fraction: float = 0.0,
                  baseline_degree: int | None = None, standardize: bool = False,
-                 axis_labels: tuple[str, str] = ("x", "y"), generator: torch.Generator | None = None):
+                 axis_labels: tuple[str, str] = ("x", "y"), generator: torch.Generator | None = None,
+                 steps_per_batch: int = 1):
         super().__init__()
         self.truth, self.axis_labels = truth, axis_labels  # axis labels of the plot
         self.x_range = (x.min().item(), x.max().item())
         self.batch_size, self.seed, self.baseline_degree = batch_size, seed, baseline_degree
+        self.steps_per_batch = steps_per_batch
         gen = generator or torch.Generator().manual_seed(seed)
         n_val = round(val_fraction * len(x))
         order = torch.randperm(len(x), generator=gen)
@@ -115,21 +163,27 @@ class PointsDataModule(pl.LightningDataModule):
         self.x_val, self.y_val = x[val_idx], y[val_idx]
         self.scaling = standard_scaling(self.x_train, self.y_train) if standardize else None
 
-    def train_dataloader(self) -> TensorBatches:
+    def on_device(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x, y) on the training device in the dtype of trainer.precision (float64 for 64-true),
+        converted once here: Lightning's per-batch conversion passes data.Steps by."""
         device = self.trainer.strategy.root_device
-        self.x_train, self.y_train = self.x_train.to(device), self.y_train.to(device)
+        return self.trainer.precision_plugin.convert_input((x.to(device), y.to(device)))
+
+    def train_dataloader(self) -> TensorBatches:
         rank, world_size = self.trainer.global_rank, self.trainer.world_size
         if world_size > 1:
             log.info("Rank %d of %d trains on its shard: %d of %d points", rank, world_size,
                      len(range(rank, len(self.x_train), world_size)), len(self.x_train))
-        return TensorBatches(self.x_train, self.y_train, self.batch_size, self.seed,
-                             start_epoch=self.trainer.current_epoch, rank=rank, world_size=world_size)
+        # Lightning's automatic optimization takes one optimizer step per batch (see
+        # models.Regressor.automatic_optimization); otherwise the model takes several.
+        steps = 1 if self.trainer.lightning_module.automatic_optimization else self.steps_per_batch
+        return TensorBatches(*self.on_device(self.x_train, self.y_train), self.batch_size, self.seed,
+                             rank=rank, world_size=world_size, steps_per_batch=steps)
 
     def val_dataloader(self):
         if len(self.x_val) == 0:
             return []  # no split: Lightning skips validation
-        device = self.trainer.strategy.root_device
-        return TensorBatches(self.x_val.to(device), self.y_val.to(device), None, self.seed)
+        return TensorBatches(*self.on_device(self.x_val, self.y_val), None, self.seed)
 
     def grid(self, n: int = 1000) -> torch.Tensor:
         """A dense noiseless grid over x_range, where truth metrics and the plot are evaluated."""
@@ -148,12 +202,13 @@ class FunctionDataModule(PointsDataModule):
 
     def __init__(self, truth, n_points: int, x_range, noise_std: float, seed: int,
                  batch_size: int | None = None, val_fraction: float = 0.0,
-                 baseline_degree: int | None = None, standardize: bool = False):
+                 baseline_degree: int | None = None, standardize: bool = False,
+                 steps_per_batch: int = 1):
         gen = torch.Generator().manual_seed(seed)  # data noise independent of model init
         x = torch.linspace(float(x_range[0]), float(x_range[1]), n_points).unsqueeze(1)
         y = truth(x) + noise_std * torch.randn(x.shape, generator=gen)
         super().__init__(x, y, seed, truth, batch_size, val_fraction, baseline_degree,
-                         standardize, generator=gen)
+                         standardize, generator=gen, steps_per_batch=steps_per_batch)
         self.x_range = (float(x_range[0]), float(x_range[1]))  # as configured, not float32-rounded
 
 
@@ -260,7 +315,8 @@ def expression(expr: str, **sampling) -> FunctionDataModule:
 
 def from_csv(path: str, x: str | int, y: str | int, seed: int, val_fraction: float = 0.2,
              batch_size: int | None = None, baseline_degree: int | None = 3,
-             standardize: bool = True, drop_invalid: bool = False) -> PointsDataModule:
+             standardize: bool = True, drop_invalid: bool = False,
+             steps_per_batch: int = 1) -> PointsDataModule:
     """dataset=csv: columns `x` and `y` (header names, or 0-based indexes) of a CSV file.
     A relative `path` is relative to the directory hydrafit-train was started in."""
     from hydra.utils import to_absolute_path
@@ -279,4 +335,5 @@ def from_csv(path: str, x: str | int, y: str | int, seed: int, val_fraction: flo
                           f"dataset.val_fraction={val_fraction} that leaves {n_train} to train on (need 2)")
     labels = tuple(c if isinstance(c, str) else f"column {c}" for c in (x, y))
     return PointsDataModule(points[:, :1].float(), points[:, 1:].float(), seed, None, batch_size,
-                            val_fraction, baseline_degree, standardize, labels)
+                            val_fraction, baseline_degree, standardize, labels,
+                            steps_per_batch=steps_per_batch)

@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import time
+from functools import partial
 
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from torch import nn
+
+from hydrafit.data import Steps
 
 ACTIVATIONS = {
     "relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "silu": nn.SiLU, "sigmoid": nn.Sigmoid,
@@ -93,15 +96,38 @@ class Regressor(pl.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
-    def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
-        # data.TensorBatches slices tensors that already live on the device; Lightning's generic
-        # move of them is a no-op costing ~20 us a step (2% of a 1M-point epoch).
-        if all(isinstance(t, torch.Tensor) and t.device == device for t in batch):
-            return batch
-        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+    @property
+    def automatic_optimization(self) -> bool:
+        """Whether Lightning takes the optimizer steps, one per batch. hydrafit takes them itself
+        (Lightning's manual optimization), so that a batch can hold several (data.TensorBatches
+        says why), except when the Trainer is asked for what only Lightning's automatic
+        optimization does: gradient clipping or accumulation."""
+        trainer = self._trainer
+        return trainer is not None and (bool(trainer.gradient_clip_val) or trainer.accumulate_grad_batches != 1)
 
-    def training_step(self, batch, batch_idx):
-        x, y = batch
+    def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
+        # data.Steps slices tensors that the datamodule already put on the device
+        return batch if isinstance(batch, Steps) else super().transfer_batch_to_device(batch, device, dataloader_idx)
+
+    def training_step(self, batch: Steps, batch_idx: int):
+        if self.automatic_optimization:  # Lightning steps: the batch holds one mini-batch
+            (x, y), = batch
+            return self.loss(x, y)
+        optimizer, max_steps = self.optimizers(), self.trainer.max_steps
+        for x, y in batch:
+            if self.global_step == max_steps:  # mid-batch: Lightning checks only between batches
+                break
+            optimizer.step(closure=partial(self.backward_loss, optimizer, x, y))
+
+    def backward_loss(self, optimizer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """An optimizer step's closure (L-BFGS calls it several times): fresh gradients of the loss."""
+        optimizer.zero_grad()
+        loss = self.loss(x, y)
+        self.manual_backward(loss)
+        return loss
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The MSE of the batch (x, y), added to the epoch's train/loss, as the optimizer sees it."""
         loss = nn.functional.mse_loss(self.net(x), y)
         # Not self.log: Lightning's per-call bookkeeping costs ~0.5 ms, more than this whole step
         # of the seed (0.35 ms in plain PyTorch; benchmarks/, target 1). The epoch's mean is kept
@@ -123,6 +149,9 @@ class Regressor(pl.LightningModule):
         """train/loss of the epoch: the mean over all ranks' batches (one collective under DDP,
         none in one process), to callback_metrics for the monitoring callbacks, which Lightning
         runs after this hook, and to the loggers at the step Lightning gives epoch metrics."""
+        scheduler = self.lr_schedulers()
+        if scheduler is not None and not self.automatic_optimization:  # else Lightning steps it
+            scheduler.step()
         if not self._loss_count:
             return
         loss = self._loss_sum / self._loss_count
@@ -154,8 +183,8 @@ class Regressor(pl.LightningModule):
             logger.save()
         self._unlogged, self._next_log = [], time.monotonic() + 1.0
 
-    def validation_step(self, batch, batch_idx):
-        x, y = batch
+    def validation_step(self, batch: Steps, batch_idx: int):
+        (x, y), = batch  # the validation split is one full batch
         self.log("val/loss", nn.functional.mse_loss(self.net(x), y), batch_size=len(x), sync_dist=True)
 
     def configure_optimizers(self):

@@ -64,6 +64,25 @@ def log_hyperparameters(logger, cfg: DictConfig, metric_names) -> None:
         logger.log_hyperparams(params)
 
 
+def compose_job(overrides: list[str], run_dir: Path) -> DictConfig:
+    """The job config that `hydrafit-train <overrides> hydra.run.dir=<run_dir>` would train,
+    composed in-process (notebooks, tests, benchmarks), with Hydra's runtime set as a run sets
+    it, so that ${hydra:runtime.output_dir} resolves to run_dir. Pass it to build() or train()."""
+    from hydra import compose, initialize_config_module
+    from omegaconf import open_dict
+
+    with initialize_config_module("hydrafit.conf", version_base="1.3"):
+        cfg = compose("train", overrides=[*overrides, f"hydra.run.dir={run_dir}"], return_hydra_config=True)
+    Path(run_dir).mkdir(parents=True, exist_ok=True)  # as Hydra does before the task starts
+    OmegaConf.set_readonly(cfg.hydra, False)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(run_dir)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
 def load_dataset(dataset: DictConfig, seed: int):
     """The datamodule of a `dataset` config. A data file that cannot be used (dataset=csv) or a
     formula that is not finite on the range (dataset=expression) raises ConfigError, not
