@@ -69,12 +69,14 @@ class TrainTimer(pl.Callback):
         self.seconds = time.perf_counter() - self.start
 
 
-def large_samples_per_second(n_points: int, batch_size: int, repeats: int, device: str = "cpu") -> float:
+def large_samples_per_second(n_points: int, batch_size: int, repeats: int, device: str = "cpu",
+                             extra: tuple[str, ...] = ()) -> float:
     """Target 3: training samples per second of one hydrafit epoch over `n_points` in batches of
     `batch_size` (best of `repeats`), timed inside the fit, so data creation, the final metrics
-    and the final plot are left out as the plain loop leaves them out. device "cuda": trainer=gpu."""
+    and the final plot are left out as the plain loop leaves them out. device "cuda": trainer=gpu.
+    `extra`: more overrides, e.g. dataset.steps_per_batch=1."""
     overrides = [f"dataset.n_points={n_points}", f"dataset.batch_size={batch_size}",
-                 "trainer.max_epochs=1", *(["trainer=gpu"] if device == "cuda" else [])]
+                 "trainer.max_epochs=1", *(["trainer=gpu"] if device == "cuda" else []), *extra]
     rates = []
     for _ in range(repeats):
         with tempfile.TemporaryDirectory() as tmp:

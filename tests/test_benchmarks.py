@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-ROWS = {"t1": ["1. Seed, per epoch"], "t2": ["2. Whole default run"], "t3": ["3. Large data", "3. Large data: Lightning floor"],
+ROWS = {"t1": ["1. Seed, per epoch"], "t2": ["2. Whole default run"], "t3": ["3. Large data", "3. Large data: one step per batch", "3. Large data: Lightning floor"],
         "t4": ["4. Sweep"], "t5": ["5. GPU"], "plot": ["Fit plot"],
         "cli": ["`hydrafit-train --help`", "`hydrafit-train --cfg job`"]}
 

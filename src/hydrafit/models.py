@@ -1,6 +1,7 @@
 """Networks for the `model` config group, and the LightningModule that trains any of them."""
 from __future__ import annotations
 
+import itertools
 import time
 from functools import partial
 
@@ -110,14 +111,19 @@ class Regressor(pl.LightningModule):
         return batch if isinstance(batch, Steps) else super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     def training_step(self, batch: Steps, batch_idx: int):
-        if self.automatic_optimization:  # Lightning steps: the batch holds one mini-batch
+        loss = None
+        if self.automatic_optimization:  # Lightning steps the optimizer: one mini-batch a batch
             (x, y), = batch
-            return self.loss(x, y)
-        optimizer, max_steps = self.optimizers(), self.trainer.max_steps
-        for x, y in batch:
-            if self.global_step == max_steps:  # mid-batch: Lightning checks only between batches
-                break
-            optimizer.step(closure=partial(self.backward_loss, optimizer, x, y))
+            loss = self.loss(x, y)
+        else:
+            optimizer, max_steps = self.optimizers(), self.trainer.max_steps
+            # Lightning checks trainer.max_steps between batches only: stop inside this one
+            left = len(batch) if max_steps < 0 else max_steps - self.global_step
+            for x, y in itertools.islice(batch, left):
+                optimizer.step(closure=partial(self.backward_loss, optimizer, x, y))
+        if self._loss_count:  # the epoch's mean so far, for callbacks; on_train_epoch_end logs it
+            self.trainer.callback_metrics["train/loss"] = self._loss_sum / self._loss_count
+        return loss
 
     def backward_loss(self, optimizer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """An optimizer step's closure (L-BFGS calls it several times): fresh gradients of the loss."""
@@ -127,14 +133,12 @@ class Regressor(pl.LightningModule):
         return loss
 
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """The MSE of the batch (x, y), added to the epoch's train/loss, as the optimizer sees it."""
+        """The MSE of the batch (x, y) as the optimizer sees it; adds to the epoch's train/loss."""
         loss = nn.functional.mse_loss(self.net(x), y)
         # Not self.log: Lightning's per-call bookkeeping costs ~0.5 ms, more than this whole step
-        # of the seed (0.35 ms in plain PyTorch; benchmarks/, target 1). The epoch's mean is kept
-        # here, visible to callbacks as it grows; on_train_epoch_end takes it from there.
+        # of the seed (0.35 ms in plain PyTorch; benchmarks/, target 1).
         self._loss_sum = self._loss_sum + loss.detach() * len(x)
         self._loss_count += len(x)
-        self.trainer.callback_metrics["train/loss"] = self._loss_sum / self._loss_count
         if self.hparams.scaling:  # optimise in standard units: optimizer settings do not depend on y's
             return loss / self.hparams.scaling["y_std"] ** 2
         return loss
