@@ -18,7 +18,8 @@ from conftest import BIN, read_metrics, run_cli
 NUMBERS = ("train/mse", "truth/rmse", "baseline/truth_rmse")
 # Long enough to interrupt; mini-batches and a scheduler, so that a resumed run must also get
 # each epoch's shuffle and learning rate right to equal an uninterrupted one bitwise.
-LONG = ("trainer.max_epochs=2000", "callbacks.fit_plot.n_images=2", "dataset.batch_size=32",
+EPOCHS = 1000
+LONG = (f"trainer.max_epochs={EPOCHS}", "callbacks.fit_plot.n_images=2", "dataset.batch_size=32",
         "scheduler=step", "scheduler.step_size=500")
 
 
@@ -140,16 +141,16 @@ def test_signal_stops_gracefully_and_resume_equals_uninterrupted(tmp_path, unint
     proc = start_and_signal(run, tmp_path, signum)
     stopped = read_metrics(run)
     assert proc.returncode == 130, (stopped, proc.stderr[-3000:])
-    assert stopped["status"] == "interrupted" and 0 < stopped["epochs"] < 2000, stopped
+    assert stopped["status"] == "interrupted" and 0 < stopped["epochs"] < EPOCHS, stopped
     assert f"resume={run}" in stopped["error"]
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["epoch"] == stopped["epochs"]  # saved at the epoch it stopped
 
     run_cli(f"resume={run}", cwd=tmp_path)
     resumed = read_metrics(run)
-    assert resumed["status"] == "completed" and resumed["epochs"] == 2000
+    assert resumed["status"] == "completed" and resumed["epochs"] == EPOCHS
     assert {k: resumed[k] for k in NUMBERS} == {k: uninterrupted[k] for k in NUMBERS}  # bitwise
-    assert (run / ".hydra" / "config.yaml").read_text().count("max_epochs: 2000") == 1  # original kept
+    assert (run / ".hydra" / "config.yaml").read_text().count(f"max_epochs: {EPOCHS}") == 1  # original kept
     assert len(list((run / ".hydra").glob("resume_*"))) == 1
 
 

@@ -124,7 +124,7 @@ def test_polynomial_model_is_the_right_tool(tmp_path):
     assert read_metrics(run)["truth/rmse"] <= 0.03
 
 
-def test_lbfgs_works_through_lightnings_closure(tmp_path):
+def test_lbfgs_reevaluates_the_loss_through_its_closure(tmp_path):
     """Ten L-BFGS epochs reach the noise floor; ten Adam epochs are nowhere near it."""
     results = {}
     for name in ("lbfgs", "adam"):

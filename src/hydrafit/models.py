@@ -72,6 +72,8 @@ class Regressor(pl.LightningModule):
     optimizer and scheduler are `_partial_` and get finished in configure_optimizers.
     scaling: the training data's means and stds (data.standard_scaling) or None; when given,
     the net is wrapped in Standardized and the loss minimised is the MSE in standard units.
+    Each batch is a data.Steps of one or more mini-batches; training_step takes their optimizer
+    steps (see automatic_optimization for when Lightning takes them instead).
     """
 
     _loss_sum, _loss_count = 0.0, 0  # this epoch's sum of batch losses x batch sizes, and of sizes
