@@ -36,7 +36,7 @@ def draw_fit(net, datamodule, epoch: int, fig=None):
     dm, grid = datamodule, datamodule.grid()
     if dm.truth is None:
         return draw_data_fit(net, dm, epoch, fig)
-    truth, prediction, baseline = dm.truth(grid), predict(net, grid), dm.baseline()
+    truth, prediction, baseline = dm.truth(grid), predict(net, grid), dm.baseline
     rmse = torch.sqrt(torch.mean((prediction - truth) ** 2)).item()
     if fig is not None:
         return refit_figure(fig, prediction.ravel(), f"epoch {epoch}: truth RMSE {rmse:.4f}")
@@ -51,7 +51,7 @@ def draw_data_fit(net, datamodule, epoch: int, fig=None):
     """draw_fit for data without a known true function (dataset=csv): data, prediction and
     baseline in the data's units, axes named after its columns, the train (and val) MSE on top."""
     dm, grid = datamodule, datamodule.grid()
-    prediction, baseline, metrics = predict(net, grid), dm.baseline(), final_metrics(net, dm)
+    prediction, baseline, metrics = predict(net, grid), dm.baseline, final_metrics(net, dm)
     title = f"epoch {epoch}: train MSE {metrics['train/mse']:.4g}"
     if "val/mse" in metrics:
         title += f", val MSE {metrics['val/mse']:.4g}"

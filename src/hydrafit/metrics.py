@@ -31,7 +31,7 @@ def final_metrics(net: nn.Module, datamodule) -> dict[str, float]:
     grid = dm.grid()
     truth = dm.truth(grid)
     metrics["truth/rmse"] = _mse(predict(net, grid), truth) ** 0.5
-    baseline = dm.baseline()
+    baseline = dm.baseline
     if baseline is not None:
         metrics["baseline/truth_rmse"] = _mse(baseline(grid.double()).float(), truth) ** 0.5
     return metrics
