@@ -3,6 +3,8 @@ bitwise, with fewer of Lightning's per-batch calls; Lightning takes the steps it
 Trainer flag needs its automatic optimization."""
 from __future__ import annotations
 
+import csv
+
 import pytest
 import torch
 
@@ -68,3 +70,12 @@ def test_scheduler_steps_once_an_epoch_when_hydrafit_takes_the_steps(tmp_path):
 def test_double_precision_reaches_grouped_mini_batches(tmp_path):
     metrics, module, _ = fit(tmp_path, "trainer.precision=64-true", "dataset.steps_per_batch=8")
     assert next(module.net.parameters()).dtype == torch.float64 and metrics["train/mse"] < 1
+
+
+def test_val_loss_shares_train_losss_x_axis_of_optimizer_steps(tmp_path):
+    _, _, trainer = fit(tmp_path, "dataset.val_fraction=0.25", "logger=csv", "dataset.steps_per_batch=8")
+    with open(f"{trainer.logger.log_dir}/metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    steps = {name: [int(r["step"]) for r in rows if r[name]] for name in ("train/loss", "val/loss")}
+    assert steps["train/loss"] == steps["val/loss"] == [14, 29, 44]  # 480 points: 15 steps an epoch
+    assert [r["epoch"] for r in rows if r["val/loss"]] == ["0.0", "1.0", "2.0"]

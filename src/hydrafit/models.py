@@ -192,6 +192,10 @@ class Regressor(pl.LightningModule):
     def validation_step(self, batch: Steps, batch_idx: int):
         (x, y), = batch  # the validation split is one full batch
         self.log("val/loss", nn.functional.mse_loss(self.net(x), y), batch_size=len(x), sync_dist=True)
+        # Its x-axis: the last optimizer step, as for train/loss. Lightning's default counts
+        # batches, several steps each here (data.Steps); a logged "step" takes its place.
+        self.log_dict({"step": float(self.global_step - 1), "epoch": float(self.current_epoch)},
+                      batch_size=len(x), sync_dist=True)  # the same on every rank
 
     def configure_optimizers(self):
         optimizer = instantiate(self.hparams.optimizer, _convert_="all")(params=self.parameters())
