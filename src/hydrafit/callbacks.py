@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -154,13 +155,11 @@ class Checkpoint(ModelCheckpoint):
     Periodic saves (`every_n_epochs`) exist for resuming after a crash; saving every epoch
     would cost more than the training step of a small model."""
 
-    @property
+    @functools.cached_property
     def state_key(self) -> str:
         # Lightning formats this name for every hook it calls, ~9 an epoch (2% of a seed epoch);
         # what it is made of is fixed once the callback is built.
-        if "_state_key" not in self.__dict__:
-            self._state_key = super().state_key
-        return self._state_key
+        return super().state_key
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args) -> None:
         if self._every_n_train_steps >= 1 or self._train_time_interval is not None:
@@ -193,11 +192,9 @@ class StopOnDivergence(EarlyStopping):
         super().__init__(monitor=monitor, check_finite=True, check_on_train_epoch_end=True,
                          patience=sys.maxsize)
 
-    @property
+    @functools.cached_property
     def state_key(self) -> str:  # formatted once, not for every hook call (see Checkpoint)
-        if "_state_key" not in self.__dict__:
-            self._state_key = super().state_key
-        return self._state_key
+        return super().state_key
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         value = trainer.callback_metrics.get(self.monitor)

@@ -86,6 +86,14 @@ def _flag(cfg: DictConfig, key: str) -> None:
         raise ConfigError(f"{key} must be true or false, got {value!r}")
 
 
+def check_batching(cfg: DictConfig) -> None:
+    """dataset.batch_size (null: full batch) and dataset.steps_per_batch, for every dataset."""
+    if cfg.dataset.get("batch_size") is not None:
+        _number(cfg, "dataset.batch_size", Integral, low=1)
+    if "steps_per_batch" in cfg.dataset:
+        _number(cfg, "dataset.steps_per_batch", Integral, low=1)
+
+
 def check_csv_dataset(cfg: DictConfig) -> None:
     """dataset=csv. The file itself (columns, rows) is checked when data.from_csv reads it."""
     d = cfg.dataset
@@ -97,10 +105,7 @@ def check_csv_dataset(cfg: DictConfig) -> None:
         if isinstance(column, bool) or not (isinstance(column, str) and column or
                                             isinstance(column, Integral) and column >= 0):
             raise ConfigError(f"dataset.{key} must be a column name or a 0-based column index, got {column!r}")
-    if d.get("batch_size") is not None:
-        _number(cfg, "dataset.batch_size", Integral, low=1)
-    if "steps_per_batch" in d:
-        _number(cfg, "dataset.steps_per_batch", Integral, low=1)
+    check_batching(cfg)
     if _number(cfg, "dataset.val_fraction", low=0, high=1) == 1:
         raise ConfigError("dataset.val_fraction=1 leaves no training point; use < 1")
     if d.get("baseline_degree") is not None:
@@ -120,10 +125,7 @@ def check_dataset(cfg: DictConfig) -> None:
     if not isinstance(lo_hi, ListConfig) or len(lo_hi) != 2 or not all(
             isinstance(v, Real) and not isinstance(v, bool) for v in lo_hi) or lo_hi[0] >= lo_hi[1]:
         raise ConfigError(f"dataset.x_range must be [low, high] numbers with low < high, got {lo_hi}")
-    if d.get("batch_size") is not None:
-        _number(cfg, "dataset.batch_size", Integral, low=1)
-    if "steps_per_batch" in d:
-        _number(cfg, "dataset.steps_per_batch", Integral, low=1)
+    check_batching(cfg)
     val = _number(cfg, "dataset.val_fraction", low=0, high=1)
     if round(val * d.n_points) >= d.n_points:
         raise ConfigError(f"dataset.val_fraction={val} leaves no training point; use < 1")

@@ -102,6 +102,8 @@ class TensorBatches:
     global batch.
     """
 
+    batch_sampler = None  # with `sampler`: what Lightning reads of a DataLoader-like object
+
     def __init__(self, x, y, batch_size: int | None, seed: int, rank: int = 0, world_size: int = 1,
                  steps_per_batch: int = 1):
         self.x, self.y = x, y
@@ -109,8 +111,6 @@ class TensorBatches:
         self.batch_size = len(x) if self.full_batch else max(1, batch_size // world_size)
         self.seed, self.epoch, self.rank, self.world_size = seed, 0, rank, world_size
         self.steps_per_batch = steps_per_batch
-
-    batch_sampler = None  # with `sampler`: what Lightning reads of a DataLoader-like object
 
     @property
     def sampler(self) -> TensorBatches:

@@ -108,10 +108,6 @@ class Regressor(pl.LightningModule):
         trainer = self._trainer
         return trainer is not None and (bool(trainer.gradient_clip_val) or trainer.accumulate_grad_batches != 1)
 
-    def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
-        # data.Steps slices tensors that the datamodule already put on the device
-        return batch if isinstance(batch, Steps) else super().transfer_batch_to_device(batch, device, dataloader_idx)
-
     def training_step(self, batch: Steps, batch_idx: int):
         loss = None
         if self.automatic_optimization:  # Lightning steps the optimizer: one mini-batch a batch
