@@ -18,7 +18,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 # Only these may be instantiated: a config (or an override) must never name os.system & co.
 ALLOWED_TARGETS = ("hydrafit.", "torch.optim.", "pytorch_lightning.Trainer",
                    "pytorch_lightning.callbacks.", "pytorch_lightning.loggers.")
-TOP_LEVEL_KEYS = ("seed", "optimized_metric", "resume", "dataset", "model", "optimizer", "scheduler",
+TOP_LEVEL_KEYS = ("seed", "optimized_metric", "resume", "overwrite", "dataset", "model", "optimizer", "scheduler",
                   "trainer", "callbacks", "logger",
                   "resume_sweep", "mlp_shape")  # hydrafit.sweep; mlp_shape: hparams_search=optuna
 
@@ -166,6 +166,7 @@ def check_training(cfg: DictConfig) -> None:
     _number(cfg, "seed", Integral, low=0)
     _number(cfg, "optimizer.lr", low=0, low_open=True)
     _number(cfg, "trainer.max_epochs", Integral, low=1)
+    _flag(cfg, "overwrite")
     if cfg.optimizer._target_.endswith("LBFGS") and cfg.dataset.get("batch_size") is not None:
         raise ConfigError("optimizer=lbfgs needs full batches: set dataset.batch_size=null")
     if cfg.callbacks and "fit_plot" in cfg.callbacks:

@@ -3,7 +3,8 @@
 Hydra creates the run dir and writes .hydra/ before the task function starts, and reports a
 failure to do so with a traceback. These checks turn the two mistakes that happen there, an
 output dir that cannot be written and `resume=` pointing at something that is not a run, into
-one line and exit code 2, with nothing created.
+one line and exit code 2, with nothing created; so does an explicit hydra.run.dir or
+hydra.sweep.dir that already holds results (hydrafit.run_dirs).
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from pathlib import Path
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
+
+from hydrafit.run_dirs import refuse_existing
 
 
 def fail(message: str) -> None:
@@ -45,6 +48,7 @@ class Preflight(Callback):
         resume = config.get("resume")
         if resume is not None and not (Path(resume) / ".hydra" / "config.yaml").is_file():
             fail(f"resume: '{resume}' is not a hydrafit run directory (no .hydra/config.yaml)")
+        refuse_existing(config, "hydra.run.dir", fail)
         check_writable("hydra.run.dir", config.hydra.run.dir)
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
@@ -54,6 +58,7 @@ class Preflight(Callback):
             check_multirun_strategy(config.trainer)
         except ConfigError as error:
             fail(str(error))
+        refuse_existing(config, "hydra.sweep.dir", fail)
         check_writable("hydra.sweep.dir", config.hydra.sweep.dir)
 
 

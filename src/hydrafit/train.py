@@ -27,17 +27,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from hydrafit.expression import quote_formulas
 from hydrafit.preflight import explain_composition_errors
-from hydrafit import sweep
+from hydrafit import run_dirs, sweep  # both register the ${hydrafit.*} resolvers conf/ uses
 
 sweep.register_sweeper()  # hydra/sweeper=resumable; importing sweep registers its ${hydrafit.*} resolvers
 
 log = logging.getLogger(__name__)
 
-# `resume=<run dir>` continues a run in its own directory: conf/hydra/default.yaml uses this to
-# point Hydra's run dir there and to write the new invocation's record to .hydra/resume_<time>/
-# instead of over the original .hydra/.
-OmegaConf.register_new_resolver(
-    "hydrafit.if_resume", lambda resume, when_resuming, otherwise: when_resuming if resume else otherwise)
 
 
 class RunStopped(RuntimeError):

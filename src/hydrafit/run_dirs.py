@@ -1,0 +1,92 @@
+"""Run and sweep directories that are never shared.
+
+Hydra names them `${now:%Y-%m-%d}_${now:%H-%M-%S}`, so two runs started in the same second got
+one directory and the later one overwrote the earlier (hydra #2925: Hydra cannot make directory
+creation atomic). Here the name is claimed by creating the directory: `os.mkdir` either creates
+it or fails because it exists, in one step, so of any number of processes starting together each
+gets its own (`<date>_<time>`, then `<date>_<time>_01`, `_02`, ... in the same second; `ls` still
+sorts them by start time). conf/hydra/default.yaml calls the resolver; Preflight calls
+`refuse_existing` for directories the user names himself.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+
+def claim_new_dir(parent: str, stamp: str) -> str:
+    """Create and return `<parent>/<stamp>`, or the first free `<stamp>_NN` beside it. If the
+    parent cannot be written, return the name uncreated: Preflight then says why in one line."""
+    base = Path(parent) / stamp
+    for n in range(10_000):
+        path = base if n == 0 else base.with_name(f"{stamp}_{n:02d}")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.mkdir()  # atomic: exactly one process creates a given name
+            return str(path)
+        except FileExistsError:
+            continue
+        except OSError:
+            return str(path)
+    raise RuntimeError(f"no free directory name under {parent} for {stamp}")
+
+
+def run_dir(resume, parent: str) -> str:
+    """${hydrafit.run_dir:${resume},outputs/runs}: the directory to continue, or a new one. One
+    resolver (not `if_resume` around a creating one): OmegaConf resolves every argument, so a
+    creating argument would make a stray directory on resume."""
+    if resume is not None:
+        return str(resume)
+    return claim_new_dir(parent, time.strftime("%Y-%m-%d_%H-%M-%S"))
+
+
+# Cached like Hydra's ${now:}: each job of a sweep gets the master config's value (copy_cache).
+OmegaConf.register_new_resolver("hydrafit.run_dir", run_dir, use_cache=True, replace=True)
+# `resume=<run dir>` writes the new invocation's Hydra record to .hydra/resume_<time>/, not over
+# the original .hydra/ (conf/hydra/default.yaml).
+OmegaConf.register_new_resolver(
+    "hydrafit.if_resume", lambda resume, when_resuming, otherwise: when_resuming if resume else otherwise,
+    replace=True)
+
+
+def holds_results(path: Path) -> str | None:
+    """'a run' or 'a sweep' if `path` holds one (what a refused command must not touch), else None."""
+    if (path / ".hydra" / "config.yaml").is_file() or (path / "metrics.json").is_file():
+        return "a run"
+    if (path / "multirun.yaml").is_file() or any(p.name.isdigit() for p in path.iterdir() if p.is_dir()):
+        return "a sweep"
+    return None
+
+
+def given_dir(config, key: str) -> str | None:
+    """The value of hydra.run.dir / hydra.sweep.dir when the command line sets it, else None."""
+    given = [str(o) for o in config.hydra.overrides.hydra if str(o).startswith(f"{key}=")]
+    return given[-1].split("=", 1)[1] if given else None
+
+
+def ddp_child(config) -> bool:
+    """A rank > 0 that Lightning's subprocess DDP launcher started: it re-runs the command line
+    with `hydra.run.dir=<rank 0's dir>` (the facts file), and must join that directory."""
+    return (os.environ.get("LOCAL_RANK", "0") != "0"
+            and str(config.hydra.job.name).startswith("train_ddp_process_"))
+
+
+def refuse_existing(config, key: str, fail) -> None:
+    """An explicit hydra.run.dir / hydra.sweep.dir that already holds a run or a sweep is refused
+    with `fail(message)`, or with `overwrite=true` emptied first; nothing else is touched."""
+    given = given_dir(config, key)
+    if given is None or ddp_child(config) or not Path(given).is_dir():
+        return
+    held = holds_results(Path(given))
+    if held is None:
+        return
+    if config.get("overwrite") is True:
+        shutil.rmtree(given)
+        return
+    again = "hydrafit-train resume=" if held == "a run" else "hydrafit-train -m resume_sweep="
+    fail(f"{key}: '{given}' already holds {held}; continue it with {again}{given}, choose "
+         f"another directory, or replace it with overwrite=true")
