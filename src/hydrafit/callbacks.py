@@ -237,28 +237,44 @@ class EpochProgressBar(ProgressBar):
 
 class GracefulStop(pl.Callback):
     """First SIGINT (Ctrl-C) or SIGTERM: finish the current epoch, then stop as if training had
-    ended: last.ckpt is saved and metrics.json says `status: interrupted`. Stopping at an epoch
-    boundary (not mid-step, as Lightning's KeyboardInterrupt handling does) is what lets
-    `resume=<run dir>` reproduce an uninterrupted run bitwise. A second signal acts as usual.
+    ended: last.ckpt is saved and metrics.json says `status: interrupted`. A second signal acts
+    as usual.
+
+    The handler only records the signal; the stop itself happens in this callback's
+    on_train_epoch_end, one fixed point of every epoch, whatever the signal interrupted. Setting
+    trainer.should_stop from the handler made the stop depend on where the main thread was: a
+    signal between Lightning's end-of-epoch check and the next epoch's first batch ended an epoch
+    that took no step while the epoch counter advanced, so the resumed run drifted from the
+    uninterrupted one (issue 11). With one stopping point every completed epoch is whole, and
+    `resume=<run dir>` reproduces the uninterrupted run bitwise (tests/test_signals.py sends the
+    signal from inside each hook around an epoch boundary).
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    requested: str | None = None  # the signal's name, process-wide: a sweep stops after this job
 
     def __init__(self):
         self.received: str | None = None
+        self.stopped = False  # True once it stopped training before max_epochs
         self._previous: dict = {}
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if threading.current_thread() is not threading.main_thread():
             return  # signal handlers can only be installed from the main thread
-        def stop(signum, frame):
-            self.received = signal.Signals(signum).name
-            trainer.should_stop = True
+        def record(signum, frame):
+            self.received = GracefulStop.requested = signal.Signals(signum).name
             self._restore()
-        self._previous = {s: signal.signal(s, stop) for s in self.SIGNALS}
+        self._previous = {s: signal.signal(s, record) for s in self.SIGNALS}
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # A non-monitoring callback: Lightning runs this before Checkpoint's on_train_epoch_end,
+        # and the fit loop checks should_stop right after the epoch's hooks.
+        last_epoch = 0 < (trainer.max_epochs or -1) <= trainer.current_epoch + 1
+        if self.received and not self.stopped and not last_epoch:
+            trainer.should_stop = self.stopped = True
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._restore()
+        self._restore()  # before Lightning's teardown restores the handlers it found
 
     def _restore(self) -> None:
         for signum, handler in self._previous.items():
@@ -273,7 +289,7 @@ def run_status(trainer: pl.Trainer) -> tuple[str, str | None]:
         lr = trainer.optimizers[0].defaults.get("lr") if trainer.optimizers else None
         hint = f"; try a lower learning rate, e.g. optimizer.lr={lr / 10:g}" if lr else ""
         return "diverged", f"train/loss became {float(loss)} at epoch {trainer.current_epoch}{hint}"
-    stopper = next((c for c in trainer.callbacks if isinstance(c, GracefulStop) and c.received), None)
+    stopper = next((c for c in trainer.callbacks if isinstance(c, GracefulStop) and c.stopped), None)
     if stopper:
         return "interrupted", (f"{stopper.received} received: stopped after epoch "
                                f"{trainer.current_epoch}; continue with: hydrafit-train resume={trainer.default_root_dir}")

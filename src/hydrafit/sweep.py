@@ -414,7 +414,9 @@ class SweepSummary(Callback):
             log.error("Job #%s %s%s", config.hydra.job.num, status.replace("incomplete", "failed"),
                       f": {error}" if error else "")
         write_summary(Path(str(config.hydra.sweep.dir)), figure=False)
-        if status == "interrupted" and os.getpid() == self.launcher_pid:
+        from hydrafit.callbacks import GracefulStop  # a signal that came as the job's last epoch ended
+
+        if (status == "interrupted" or GracefulStop.requested) and os.getpid() == self.launcher_pid:
             # Ctrl-C or SIGTERM stopped this job gracefully (GracefulStop): stop the sweep too,
             # rather than start the next job. The atexit hook writes the summary.
             log.error("Sweep stopped; continue it with: hydrafit-train -m resume_sweep=%s", self.sweep_dir)

@@ -139,6 +139,22 @@ def build(cfg: DictConfig, resume_step: int | None = None):
     return datamodule, module, trainer
 
 
+def advertisement(record: logging.LogRecord) -> bool:
+    """False for Lightning's "💡 Tip: ... try installing litlogger/litmodels" lines (a logging filter)."""
+    return not str(record.msg).startswith("💡 Tip")
+
+
+def quiet_lightning() -> None:
+    """Silence, where each comes from, the Lightning output that says nothing about the run: its
+    advertising tips (logged at INFO by its rank_zero logger), "no validation split" (intended
+    here) and a torch deprecation inside Lightning's own code. Other warnings still show."""
+    rank_zero = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    if advertisement not in rank_zero.filters:
+        rank_zero.addFilter(advertisement)
+    warnings.filterwarnings("ignore", message="Total length of .* across ranks is zero")
+    warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)")
+
+
 def train(cfg: DictConfig, checkpoint: dict | None = None, ckpt_path=None) -> float | None:
     """Build the run from `cfg`, fit (continuing from `ckpt_path`, already loaded as `checkpoint`,
     when resuming), and return the final value of `cfg.optimized_metric` (None when no
@@ -146,11 +162,7 @@ def train(cfg: DictConfig, checkpoint: dict | None = None, ckpt_path=None) -> fl
     from hydrafit.callbacks import run_status
     from hydrafit.metrics import metric_names
 
-    # Lightning noise that says nothing about this run: "no validation split" is intended,
-    # and a torch deprecation inside Lightning's own code.
-    warnings.filterwarnings("ignore", message="Total length of .* across ranks is zero")
-    warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)")
-
+    quiet_lightning()
     datamodule, module, trainer = build(cfg, resume_step=checkpoint and checkpoint["global_step"])
     if checkpoint is None:
         log_hyperparameters(trainer.logger, cfg, metric_names(datamodule))
