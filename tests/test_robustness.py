@@ -90,6 +90,24 @@ def test_what_hydra_cannot_compose_is_one_line_too(tmp_path, override, message):
     assert not (tmp_path / "outputs").exists()
 
 
+@pytest.mark.parametrize("args,message", [
+    (["model.hiden=3,4"], "model.hiden: unknown key; did you mean 'hidden_dims'?"),
+    (["hydra/launcher=vectorised", "seed=1,2"], "hydra/launcher=vectorised: no such option; available: basic, joblib"),
+    (["optimizer.lr=0.1,0.2", "model=mlp,transformer"], "model=transformer: no such option; available: mlp, polynomial"),
+    (["optimizer.lr=0.1,,0.2"], "optimizer.lr=0.1,,0.2: cannot parse (extraneous input ','); a sweep is"),
+    (["seed=range(a)"], "seed=range(a): cannot parse (TypeError while evaluating 'range(a)'"),
+])
+def test_bad_input_to_a_sweep_is_one_line_and_creates_no_sweep_dir(tmp_path, args, message):
+    proc = run_cli("-m", *args, cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and one_line_error(proc).startswith(f"hydrafit-train: error: {message}")
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_flags_other_than_multirun_still_reach_hydra(tmp_path):
+    proc = run_cli("--cfg", "job", "optimizer.lr=0.3", cwd=tmp_path)
+    assert "lr: 0.3" in proc.stdout and not (tmp_path / "outputs").exists()
+
+
 def test_target_injected_by_an_experiment_file_is_refused_before_instantiation(tmp_path):
     marker = tmp_path / "pwned"
     (tmp_path / "conf" / "experiment").mkdir(parents=True)

@@ -95,15 +95,55 @@ def composition_problem(overrides: list[str]) -> str | None:
         return str(unknown_key(bad[1], [str(k) for k in node] if node is not None else []))
 
 
+SWEEP_FLAGS = ("-m", "--multirun")
+
+
+def sweep_problem(arguments: list[str]) -> str | None:
+    """composition_problem for the overrides of a sweep (`-m ...`), checked before Hydra creates
+    the sweep directory: each override must parse, the first job must compose, and so must every
+    option of a swept config group (model=mlp,transformer). Other swept values (optimizer.lr=a,b)
+    are each job's own validation: a bad one fails that job, not the sweep."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    parser, parsed = OverridesParser.create(), []
+    for argument in arguments:
+        try:
+            parsed += parser.parse_overrides([argument])
+        except OverrideParseException as error:
+            detail = str(error).splitlines()[1].split(" expecting ")[0] if "\n" in str(error) else str(error)
+            return (f"{argument}: cannot parse ({detail}); a sweep is comma-separated values (a,b), "
+                    f"range(start,stop[,step]), choice(a,b) or interval(low,high)")
+    first = [f"{o.get_key_element()}={next(o.sweep_string_iterator())}" if o.is_discrete_sweep()
+             else o.input_line for o in parsed if not o.is_sweep_override() or o.is_discrete_sweep()]
+    if problem := composition_problem(first):
+        return problem
+    for i, o in enumerate(parsed):  # every other option of a swept group
+        group = "." not in o.key_or_group or "/" in o.key_or_group
+        for value in list(o.sweep_string_iterator())[1:] if group and o.is_discrete_sweep() else []:
+            others = [f for f in first if not f.startswith(f"{o.get_key_element()}=")]
+            if problem := composition_problem([*others, f"{o.get_key_element()}={value}"]):
+                return problem
+    return None
+
+
 def explain_composition_errors(entry):
-    """Decorates the Hydra entry point: a run whose overrides Hydra cannot compose (a typo in a
-    key, an option that does not exist) stops with one line and exit code 2. Command lines with
-    flags (--cfg, -m, --help, ...) go to Hydra as they are."""
+    """Decorates the Hydra entry point: a run or sweep whose overrides Hydra cannot compose (a typo
+    in a key, an option that does not exist, a malformed sweep) stops with one line and exit code
+    2, before any directory exists. Command lines with other flags (--cfg, --help, -c, ...) go to
+    Hydra as they are."""
     @functools.wraps(entry)
     def checked(*args, **kwargs):
-        overrides = sys.argv[1:]
-        if overrides and not any(arg.startswith("-") for arg in overrides):
-            if problem := composition_problem(overrides):
-                fail(problem)
+        arguments = sys.argv[1:]
+        flags = [a for a in arguments if a.startswith("-")]
+        overrides = [a for a in arguments if not a.startswith("-")]
+        if overrides and not flags:
+            problem = composition_problem(overrides)
+        elif flags and set(flags) <= set(SWEEP_FLAGS):
+            problem = sweep_problem(overrides)
+        else:
+            problem = None
+        if problem:
+            fail(problem)
         return entry(*args, **kwargs)
     return checked
