@@ -20,7 +20,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks import in_process, plain, processes
+from benchmarks import in_process, plain, processes, sweep_overhead
 
 RESULTS = Path(__file__).with_name("results.md")
 MEASURED: dict[str, float] = {}  # figures one benchmark passes to another's row
@@ -28,12 +28,12 @@ SWEEP_GRID = {"optimizer.lr": ["0.003", "0.01", "0.03", "0.1"], "model.hidden_di
 FULL = {"t1": dict(short=250, long=2250, repeats=5), "t2": dict(args=[], epochs=250, repeats=3),
         "t3": dict(n_points=1_000_000, batch_size=4096, repeats=3),
         "t4": dict(grid=SWEEP_GRID, common=[]), "plot": dict(epochs=250, repeats=3),
-        "cli": dict(repeats=3)}
+        "cli": dict(repeats=3), "overhead": dict(sizes=[10, 100, 1000])}
 QUICK = {"t1": dict(short=5, long=15, repeats=1),
          "t2": dict(args=["trainer.max_epochs=5"], epochs=5, repeats=1),
          "t3": dict(n_points=20_000, batch_size=4096, repeats=1),
          "t4": dict(grid={"seed": ["1", "2"]}, common=["trainer.max_epochs=5"]),
-         "plot": dict(epochs=10, repeats=1), "cli": dict(repeats=1)}
+         "plot": dict(epochs=10, repeats=1), "cli": dict(repeats=1), "overhead": dict(sizes=[10, 30])}
 
 
 @dataclass
@@ -104,6 +104,20 @@ def target4(grid: dict[str, list[str]], common: list[str]) -> Row:
     return Row("4. Sweep", f"s for a grid of {jobs} jobs ({' x '.join(grid)}): {jobs} hydrafit-train "
                "processes vs one hydrafit-train -m", f"{separate:.1f} s", f"{multirun:.1f} s",
                f"{ratio}×", "≤ 0.5×", met)
+
+
+def overhead_rows(sizes: list[int]) -> list[Row]:
+    """Per-job sweep bookkeeping after job 10 vs after job N (issue 11: within 1.5x), and what
+    rebuilding the summary from every job directory, as before, cost at the same points."""
+    rows = []
+    for n, at in sweep_overhead.measure(sizes).items():
+        (old10, new10), (oldn, newn) = at[min(10, n)], at[n]
+        ratio, met = judged(newn / new10, 1.5, at_most=True)
+        rows.append(Row(f"Sweep bookkeeping, {n:,} jobs", f"ms between two jobs (summary.csv/.md "
+                        f"current), after job {min(10, n)} vs after job {n:,}; rebuilding from every "
+                        f"job dir, as before: {old10:.1f} ms vs {oldn:.1f} ms",
+                        f"{new10:.1f} ms", f"{newn:.1f} ms", f"{ratio}×", "≤ 1.5×", met))
+    return rows
 
 
 def device_name(device: str) -> str:
@@ -186,7 +200,7 @@ def markdown(rows: list[Row], header: str) -> str:
 BENCHMARKS = {"t1": lambda s: [target1(**s["t1"])], "t2": lambda s: [target2(**s["t2"])],
               "t3": lambda s: target3(**s["t3"]), "t4": lambda s: [target4(**s["t4"])],
               "t5": lambda s: [gpu_row(s["t3"])], "plot": lambda s: plot_rows(**s["plot"]),
-              "cli": lambda s: cli_rows(**s["cli"])}
+              "cli": lambda s: cli_rows(**s["cli"]), "overhead": lambda s: overhead_rows(**s["overhead"])}
 
 
 def main(argv: list[str] | None = None) -> int:

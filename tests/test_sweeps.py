@@ -177,12 +177,12 @@ def test_ctrl_c_stops_the_sweep_after_the_current_job_and_leaves_a_summary(tmp_p
     sweep_dir = tmp_path / "sweep"
     proc = subprocess.Popen([str(BIN / "hydrafit-train"), "-m", "optimizer.lr=0.01,0.02,0.03",
                              "trainer.max_epochs=100000", "callbacks.fit_plot.n_images=1",
+                             "callbacks.model_checkpoint.every_n_epochs=1",
                              f"hydra.sweep.dir={sweep_dir}"], cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not (sweep_dir / "0" / "metrics.json").is_file() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    time.sleep(1.0)  # metrics.json says running at fit start; the signal handler follows at train start
+    deadline = time.monotonic() + 300
+    while not (sweep_dir / "0" / "checkpoints" / "last.ckpt").is_file() and time.monotonic() < deadline:
+        time.sleep(0.05)  # the first epoch's checkpoint: training (and the signal handler) has started
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr[-3000:]

@@ -22,6 +22,10 @@ from hydrafit.run_dirs import refuse_existing
 
 
 def fail(message: str) -> None:
+    """One line on stderr, exit code 2, and no run or sweep directory left behind for it."""
+    from hydrafit.run_dirs import release_unclaimed
+
+    release_unclaimed()
     print(f"hydrafit-train: error: {message}", file=sys.stderr)
     sys.exit(2)
 

@@ -18,15 +18,30 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 
+CLAIMED: list[Path] = []  # directories this process created, for release_unclaimed
+
+
+def release_unclaimed() -> None:
+    """Remove the directories this process claimed that are still empty: a command refused
+    before it wrote anything leaves nothing behind (rmdir fails on a non-empty directory)."""
+    for path in CLAIMED:  # with the parents that were made for it, deepest first
+        try:
+            path.rmdir()
+        except OSError:
+            pass
+
+
 def claim_new_dir(parent: str, stamp: str) -> str:
     """Create and return `<parent>/<stamp>`, or the first free `<stamp>_NN` beside it. If the
     parent cannot be written, return the name uncreated: Preflight then says why in one line."""
     base = Path(parent) / stamp
+    made = [p for p in base.parents if not p.exists()]  # outputs/, outputs/runs/ on a first run
     for n in range(10_000):
         path = base if n == 0 else base.with_name(f"{stamp}_{n:02d}")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.mkdir()  # atomic: exactly one process creates a given name
+            CLAIMED.extend([path, *made])
             return str(path)
         except FileExistsError:
             continue

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import csv
+import functools
 import io
 import json
 import logging
@@ -24,6 +25,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
 from hydra.core.utils import JobStatus
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
@@ -77,6 +79,7 @@ class Job:
     error: str = ""
     wall_seconds: float | None = None
     fit_png: Path | None = None
+    rows: dict = field(default_factory=dict, repr=False, compare=False)  # rendered, by columns
 
 
 @dataclass
@@ -116,10 +119,17 @@ def grid_jobs(task_overrides, params=None, config_loader=None) -> list[list[str]
 
 def read_plan(sweep_dir: Path) -> Plan:
     """The Plan of a sweep; a partial one if multirun.yaml is missing or cannot be parsed
-    (e.g. glob(), which needs Hydra's config loader): then the job directories tell."""
-    path = sweep_dir / "multirun.yaml"
-    if not path.is_file():
+    (e.g. glob(), which needs Hydra's config loader): then the job directories tell. Parsed once
+    per version of the file: a 1,000-job grid took ~0.1 s to expand, after every job."""
+    try:
+        stat = (sweep_dir / "multirun.yaml").stat()
+    except OSError:
         return Plan()
+    return _plan_of(sweep_dir / "multirun.yaml", stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _plan_of(path: Path, mtime_ns: int, size: int) -> Plan:
     try:
         cfg = OmegaConf.load(path)
         sweeper, task = cfg.hydra.sweeper, cfg.hydra.overrides.task
@@ -136,16 +146,22 @@ def read_plan(sweep_dir: Path) -> Plan:
             jobs = grid_jobs(task, params)
             plan.n_jobs, plan.overrides, plan.resumable = len(jobs), dict(enumerate(jobs)), True
     except Exception as error:
-        log.debug("cannot parse the sweep of %s: %s", sweep_dir, error)
+        log.debug("cannot parse the sweep of %s: %s", path.parent, error)
     if sweeper.get("n_trials") is not None:
         plan.n_jobs = int(sweeper.n_trials)
     return plan
 
 
+def job_numbers(sweep_dir: Path) -> set[int]:
+    """The numbers of the job directories Hydra created (hydra.sweep.subdir is the job number,
+    conf/hydra/default.yaml). scandir: no stat, and no Path, per entry."""
+    with os.scandir(sweep_dir) as entries:
+        return {int(e.name) for e in entries if e.name.isdigit() and e.is_dir()}
+
+
 def job_dirs(sweep_dir: Path) -> dict[int, Path]:
-    """Job number -> directory, for the job directories Hydra created (hydra.sweep.subdir is the
-    job number, conf/hydra/default.yaml)."""
-    return {int(p.name): p for p in sweep_dir.iterdir() if p.name.isdigit() and p.is_dir()}
+    """Job number -> directory."""
+    return {n: sweep_dir / str(n) for n in sorted(job_numbers(sweep_dir))}
 
 
 def read_metrics(path: Path) -> tuple[str, dict[str, float], str]:
@@ -170,8 +186,8 @@ def read_job(num: int, job_dir: Path | None, planned: list[str] | None = None) -
     if job_dir is None:
         return job
     record = job_dir / ".hydra" / "overrides.yaml"
-    if record.is_file():
-        job.overrides = parse_overrides(OmegaConf.load(record))
+    if record.is_file():  # a YAML list of strings; PyYAML reads it in a tenth of OmegaConf.load's time
+        job.overrides = parse_overrides(yaml.safe_load(record.read_text()) or [])
     job.status, job.metrics, job.error = read_metrics(job_dir / "metrics.json")
     start, end = job_dir / ".hydra" / "hydra.yaml", job_dir / "metrics.json"
     if job.status not in ("running", "incomplete") and start.is_file() and end.is_file():
@@ -181,12 +197,37 @@ def read_job(num: int, job_dir: Path | None, planned: list[str] | None = None) -
     return job
 
 
-def collect(sweep_dir: Path, plan: Plan | None = None) -> list[Job]:
-    """Every job of the sweep, by number: the ones with a directory, and the planned ones without."""
+# Jobs of a running sweep that have finished (or not started), by sweep dir and number, with
+# their rendered table rows: SweepSummary rereads only the job that just ended, so the work between
+# two jobs does not grow with the jobs done (rereading every job dir after every job took 2 s a
+# job by job 1,000; benchmarks/sweep_overhead.py).
+FINISHED = ("completed", "failed", "diverged", "interrupted", "pruned")
+_known_jobs: dict[Path, dict[int, Job]] = {}
+
+
+def collect(sweep_dir: Path, plan: Plan | None = None, reuse: bool = False) -> list[Job]:
+    """Every job of the sweep, by number: the ones with a directory, and the planned ones without.
+    `reuse`: take finished and not-yet-started jobs as this process read them before (a job
+    directory that appeared since is read); see update_after_job."""
     plan = plan or read_plan(sweep_dir)
-    dirs = job_dirs(sweep_dir)
-    numbers = sorted(set(dirs) | set(range(plan.n_jobs or 0)))
-    return [read_job(n, dirs.get(n), plan.overrides.get(n)) for n in numbers]
+    numbers = job_numbers(sweep_dir)
+    known = _known_jobs.setdefault(sweep_dir, {}) if reuse else {}
+    jobs = []
+    for n in sorted(numbers | set(range(plan.n_jobs or 0))):
+        job = known.get(n)
+        if job is None or (job.status == "missing" and n in numbers):
+            job = read_job(n, sweep_dir / str(n) if n in numbers else None, plan.overrides.get(n))
+        if reuse and (job.status in FINISHED or job.status == "missing"):
+            known[n] = job
+        jobs.append(job)
+    return jobs
+
+
+def update_after_job(sweep_dir: Path, num: int) -> None:
+    """The bookkeeping between two jobs: summary.csv and summary.md with job `num` read again
+    and the other finished jobs as this process last read them (benchmarks/sweep_overhead.py)."""
+    _known_jobs.get(sweep_dir, {}).pop(num, None)
+    write_summary(sweep_dir, figure=False, reuse=True)
 
 
 def swept_keys(jobs: list[Job], plan: Plan) -> list[str]:
@@ -222,17 +263,30 @@ def best_job(jobs: list[Job], plan: Plan) -> Job | None:
     return top[0] if top and top[0].status == "completed" and plan.metric in top[0].metrics else None
 
 
+def csv_line(cells: list) -> str:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerow(cells)
+    return out.getvalue()
+
+
+def rendered(job: Job, kind: str, columns: tuple, render) -> str:
+    """`render(job)`, kept on the job for these columns: a finished job's row is made once."""
+    key = (kind, columns)
+    if key not in job.rows:
+        job.rows[key] = render(job)
+    return job.rows[key]
+
+
 def summary_csv(jobs: list[Job], plan: Plan) -> str:
     """One row per job: number, swept keys, status, every final metric, wall time, error."""
     keys, metrics = swept_keys(jobs, plan), metric_columns(jobs, plan.metric)
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["job", *keys, "status", *metrics, "wall_seconds", "error"])
-    for j in jobs:
-        writer.writerow([j.num, *(j.overrides.get(k, "") for k in keys), j.status,
+    def row(j: Job) -> str:
+        return csv_line([j.num, *(j.overrides.get(k, "") for k in keys), j.status,
                          *(j.metrics.get(m, "") for m in metrics),
                          "" if j.wall_seconds is None else j.wall_seconds, j.error])
-    return out.getvalue()
+    columns = (*keys, *metrics)
+    return csv_line(["job", *keys, "status", *metrics, "wall_seconds", "error"]) + "".join(
+        rendered(j, "csv", columns, row) for j in jobs)
 
 
 def shown(value: str) -> str:
@@ -260,17 +314,21 @@ def counts(jobs: list[Job]) -> str:
 def summary_md(sweep_dir: Path, jobs: list[Job], plan: Plan) -> str:
     """The summary.csv table sorted by the optimized metric, the best row marked with ★."""
     keys, metrics = swept_keys(jobs, plan), metric_columns(jobs, plan.metric)
-    best = best_job(jobs, plan)
+    order = ranked(jobs, plan)
+    best = best_job(order[:1], plan)
     header = ["", "job", *keys, *metrics, "status", "wall s", "error"]
     lines = [f"# Sweep {sweep_dir.name}", "",
              f"{counts(jobs)}. Sorted by `{plan.metric}` ({'higher' if plan.maximize else 'lower'} "
              f"is better); ★ marks the best. Rebuilt by `hydrafit-sweep-report {sweep_dir}`.", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for j in ranked(jobs, plan):
-        row = ["★" if j is best else "", j.num, *(shown(j.overrides.get(k, "")) for k in keys),
-               *(j.metrics.get(m, "") for m in metrics), j.status,
-               "" if j.wall_seconds is None else f"{j.wall_seconds:.1f}", j.error]
-        lines.append("| " + " | ".join(_cell(v) for v in row) + " |")
+    def row(j: Job) -> str:  # all but the ★ cell
+        cells = [j.num, *(shown(j.overrides.get(k, "")) for k in keys),
+                 *(j.metrics.get(m, "") for m in metrics), j.status,
+                 "" if j.wall_seconds is None else f"{j.wall_seconds:.1f}", j.error]
+        return " | ".join(_cell(v) for v in cells) + " |"
+    columns = (*keys, *metrics)
+    lines += [("| ★ | " if j is best else "|  | ") + rendered(j, "md", columns, row)
+              for j in order]
     return "\n".join([*lines, "", "![truth, data and prediction of each job](sweep.png)", ""])
 
 
@@ -281,12 +339,12 @@ def write_atomic(path: Path, data: str | bytes) -> None:
     os.replace(tmp, path)
 
 
-def write_summary(sweep_dir: Path, figure: bool = True) -> list[Job]:
+def write_summary(sweep_dir: Path, figure: bool = True, reuse: bool = False) -> list[Job]:
     """Write summary.csv, summary.md (and sweep.png) into `sweep_dir`; return its jobs.
-    Nothing is written while no job directory exists."""
+    Nothing is written while no job has started. `reuse`: see collect."""
     plan = read_plan(sweep_dir)
-    jobs = collect(sweep_dir, plan)
-    if not job_dirs(sweep_dir):
+    jobs = collect(sweep_dir, plan, reuse)
+    if all(j.status == "missing" for j in jobs):
         return jobs
     write_atomic(sweep_dir / "summary.csv", summary_csv(jobs, plan))
     write_atomic(sweep_dir / "summary.md", summary_md(sweep_dir, jobs, plan))
@@ -413,7 +471,7 @@ class SweepSummary(Callback):
         if job_return.status == JobStatus.FAILED or status not in ("completed", "incomplete"):
             log.error("Job #%s %s%s", config.hydra.job.num, status.replace("incomplete", "failed"),
                       f": {error}" if error else "")
-        write_summary(Path(str(config.hydra.sweep.dir)), figure=False)
+        update_after_job(Path(str(config.hydra.sweep.dir)), int(config.hydra.job.num))
         from hydrafit.callbacks import GracefulStop  # a signal that came as the job's last epoch ended
 
         if (status == "interrupted" or GracefulStop.requested) and os.getpid() == self.launcher_pid:
