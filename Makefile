@@ -23,6 +23,8 @@ install: $(VENV)/.installed
 train: install
 	$(BIN)/hydrafit-train $(ARGS)
 
+# Two workers (pytest-xdist), each running whole test files: module fixtures are built once.
+PYTEST_ARGS ?= -n 2 --dist loadfile
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

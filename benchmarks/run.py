@@ -33,7 +33,7 @@ QUICK = {"t1": dict(short=5, long=15, repeats=1),
          "t2": dict(args=["trainer.max_epochs=5"], epochs=5, repeats=1),
          "t3": dict(n_points=20_000, batch_size=4096, repeats=1),
          "t4": dict(grid={"seed": ["1", "2"]}, common=["trainer.max_epochs=5"]),
-         "plot": dict(epochs=10, repeats=1), "cli": dict(repeats=1), "overhead": dict(sizes=[10, 30])}
+         "plot": dict(epochs=10, repeats=1), "cli": dict(repeats=1), "overhead": dict(sizes=[10, 100])}
 
 
 @dataclass

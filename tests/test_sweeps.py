@@ -296,6 +296,31 @@ def test_optuna_search_goes_on_after_failed_trials_and_exits_nonzero(tmp_path):
     assert "Traceback" not in proc.stderr  # the sweep ended normally; the exit status says it failed
 
 
+def test_bookkeeping_after_a_job_reads_only_that_job_and_matches_a_rebuild(grid, tmp_path, monkeypatch):
+    """What keeps the work between two jobs flat (benchmarks/sweep_overhead.py times it): after
+    each job only that job's directory is read; the tables equal a rebuild from every directory."""
+    from hydrafit import sweep
+
+    sweep_dir = tmp_path / "sweep"
+    shutil.copytree(grid[0], sweep_dir)
+    for job in sweep_dir.glob("[0-9]*"):
+        if int(job.name) >= 4:
+            shutil.rmtree(job)  # not started yet
+    reads = []
+    read_job = sweep.read_job
+    monkeypatch.setattr(sweep, "read_job", lambda num, *a: reads.append(num) or read_job(num, *a))
+    sweep.update_after_job(sweep_dir, 3)
+    assert sorted(reads) == list(range(9))  # the first time: every job, started or not
+    for num in range(4, 9):
+        shutil.copytree(grid[0] / str(num), sweep_dir / str(num))
+        reads.clear()
+        sweep.update_after_job(sweep_dir, num)
+        assert reads == [num]
+    incremental = [(sweep_dir / name).read_text() for name in ("summary.csv", "summary.md")]
+    sweep.write_summary(sweep_dir, figure=False)
+    assert incremental == [(sweep_dir / name).read_text() for name in ("summary.csv", "summary.md")]
+
+
 def test_tensorboard_shows_each_job_as_a_run_named_by_number_and_overrides(grid):
     sweep_dir, _ = grid
     rows = {r["job"]: r for r in summary_rows(sweep_dir)}
