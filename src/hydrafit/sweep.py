@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import os
+import statistics
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -265,13 +266,82 @@ def summary_md(sweep_dir: Path, jobs: list[Job], plan: Plan) -> str:
     lines = [f"# Sweep {sweep_dir.name}", "",
              f"{counts(jobs)}. Sorted by `{plan.metric}` ({'higher' if plan.maximize else 'lower'} "
              f"is better); ★ marks the best. Rebuilt by `hydrafit-sweep-report {sweep_dir}`.", "",
-             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+             *seed_table(jobs, plan), "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for j in ranked(jobs, plan):
         row = ["★" if j is best else "", j.num, *(shown(j.overrides.get(k, "")) for k in keys),
                *(j.metrics.get(m, "") for m in metrics), j.status,
                "" if j.wall_seconds is None else f"{j.wall_seconds:.1f}", j.error]
         lines.append("| " + " | ".join(_cell(v) for v in row) + " |")
     return "\n".join([*lines, "", "![truth, data and prediction of each job](sweep.png)", ""])
+
+
+@dataclass
+class SeedGroup:
+    """The jobs of a sweep that differ only in `seed`: the other swept keys' values, every job
+    of the group and their final metrics over the completed ones."""
+
+    values: dict[str, str]
+    jobs: list[Job]
+
+    @property
+    def completed(self) -> list[Job]:
+        return [j for j in self.jobs if j.status == "completed"]
+
+    def stats(self, metric: str) -> tuple[float, float, int] | None:
+        """(mean, sample standard deviation (n - 1; nan for one seed), n) of `metric` over the
+        completed seeds that report it finitely; None if none does."""
+        values = [j.metrics[metric] for j in self.completed
+                  if isinstance(j.metrics.get(metric), (int, float)) and math.isfinite(j.metrics[metric])]
+        if not values:
+            return None
+        return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else math.nan, len(values)
+
+
+def seed_groups(jobs: list[Job], keys: list[str], metric: str, maximize: bool = False) -> list[SeedGroup]:
+    """When `seed` is among the swept `keys`: the jobs grouped by the other swept keys, best
+    group first by the mean of `metric` (groups without a completed seed last, in sweep order);
+    else []."""
+    if "seed" not in keys:
+        return []
+    others = [k for k in keys if k != "seed"]
+    groups: dict[tuple, SeedGroup] = {}
+    for job in jobs:
+        values = {k: job.overrides.get(k, "") for k in others}
+        groups.setdefault(tuple(values.values()), SeedGroup(values, [])).jobs.append(job)
+
+    def score(group: SeedGroup) -> float:
+        stats = group.stats(metric)
+        return math.inf if stats is None else -stats[0] if maximize else stats[0]
+    return sorted(groups.values(), key=score)
+
+
+def seed_table(jobs: list[Job], plan: Plan) -> list[str]:
+    """summary.md's table over seeds (when `seed` is swept): one row per combination of the
+    other swept keys, each metric's mean ± standard deviation over its completed seeds, the
+    best group by the optimized metric's mean marked ★."""
+    keys, metrics = swept_keys(jobs, plan), metric_columns(jobs, plan.metric)
+    groups = seed_groups(jobs, keys, plan.metric, plan.maximize)
+    if not groups:
+        return []
+    others = [k for k in keys if k != "seed"]
+    best = groups[0] if groups[0].stats(plan.metric) else None
+    header = ["", *others, "seeds", *(f"{m} (mean ± std)" for m in metrics)]
+    lines = ["## Over seeds", "",
+             f"Each metric's mean ± sample standard deviation over the completed seeds of each "
+             f"combination of the other swept keys; `seeds`: completed of all; (n=k) where fewer "
+             f"report the metric. ★ marks the best mean of `{plan.metric}`.", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for group in groups:
+        cells = []
+        for metric in metrics:
+            stats = group.stats(metric)
+            n_note = "" if stats is None or stats[2] == len(group.completed) else f" (n={stats[2]})"
+            spread = "" if stats is None or stats[2] < 2 else f" ± {stats[1]:.2g}"
+            cells.append("" if stats is None else f"{stats[0]:.4g}{spread}{n_note}")
+        row = ["★" if group is best else "", *(shown(v) for v in group.values.values()),
+               f"{len(group.completed)}/{len(group.jobs)}", *cells]
+        lines.append("| " + " | ".join(_cell(v) for v in row) + " |")
+    return [*lines, "", "## Jobs", ""]
 
 
 def write_atomic(path: Path, data: str | bytes) -> None:
@@ -296,7 +366,7 @@ def write_summary(sweep_dir: Path, figure: bool = True) -> list[Job]:
         best = best_job(jobs, plan)
         png = io.BytesIO()
         sweep_figure(jobs, swept_keys(jobs, plan), plan.metric, best and best.num,
-                     title=f"{sweep_dir.name}: {counts(jobs)}").savefig(png, format="png")
+                     title=f"{sweep_dir.name}: {counts(jobs)}", maximize=plan.maximize).savefig(png, format="png")
         write_atomic(sweep_dir / "sweep.png", png.getvalue())
     return jobs
 
