@@ -446,6 +446,17 @@ def check_resume(config: DictConfig) -> None:
              f"give none or exactly those, got {' '.join(given)}")
 
 
+def write_tensorboard_experiment(sweep_dir: Path, config: DictConfig) -> None:
+    """TensorBoard's HPARAMS table of the sweep opens on the swept keys and optimized_metric
+    (hydrafit.hparams says how); skipped where the sweep dir cannot be written."""
+    from hydrafit.hparams import write_sweep_experiment
+
+    try:
+        write_sweep_experiment(sweep_dir, config, read_plan(sweep_dir).swept or [])
+    except OSError as error:
+        log.debug("no sweep-level HPARAMS summary in %s: %s", sweep_dir, error)
+
+
 class SweepSummary(Callback):
     """Keeps <sweep dir>/summary.csv and summary.md current after every job (in the job's own
     process, so also under joblib) and writes them with sweep.png when the sweep ends. Hydra
@@ -474,6 +485,7 @@ class SweepSummary(Callback):
                 OmegaConf.save(config, record)
             except OSError:
                 pass  # an unwritable sweep dir: Preflight says so in one line
+        write_tensorboard_experiment(self.sweep_dir, config)
         atexit.register(self._at_exit)
 
     def on_job_end(self, config: DictConfig, job_return, **kwargs) -> None:
