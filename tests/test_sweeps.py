@@ -335,6 +335,7 @@ def test_readme_sweeps_section_is_what_these_tests_run():
         'pip install "hydrafit[sweeps]"',
         "hydrafit-train -m optimizer.lr=0.003,0.01,0.03 model.hidden_dims=[8],[16],[32]",
         "hydrafit-train -m optimizer=sgd optimizer.lr=0.001,0.01,0.1,10",
+        "hydrafit-train -m optimizer.lr=0.01,0.03 seed=1,2,3",  # tests/test_sweep_seeds.py
         f"hydrafit-train -m resume_sweep={PLACEHOLDER}",
         f"hydrafit-sweep-report {PLACEHOLDER}",
         "hydrafit-train -m hydra/launcher=joblib hydra.launcher.n_jobs=2 optimizer.lr=0.01,0.03",
