@@ -115,7 +115,7 @@ def test_cli_png_is_one_line_exit_2_and_excel_file_trains_in_a_sweep(tmp_path):
     (tmp_path / "image.csv").write_bytes(png_bytes())
     (tmp_path / "excel.csv").write_bytes(table(";", ",", ("Zeit", "Température °C"), "\r\n").encode("cp1252"))
     common = ["dataset=csv", "dataset.x=0", "dataset.y=1", "dataset.val_fraction=0",
-              "optimized_metric=train/mse", "trainer.max_epochs=3", "callbacks.fit_plot.n_images=0"]
+              "optimized_metric=train/mse", "trainer.max_epochs=3", "callbacks.fit_plot.n_images=0", "logger=none"]
     proc = run_cli(*common, "dataset.path=image.csv", "hydra.run.dir=single", cwd=tmp_path, check=False)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip() == ("hydrafit-train: error: dataset.path: image.csv is a PNG image, "
