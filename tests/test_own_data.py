@@ -241,6 +241,9 @@ def test_bad_own_data_is_one_line_and_exit_2(tmp_path, args, message):
     (("dataset=csv", "dataset.path=a.csv", "dataset.x=[1]"), "dataset.x must be a column name or a 0-based column index"),
     (("dataset=csv", "dataset.path=a.csv", "dataset.drop_invalid=maybe"), "dataset.drop_invalid must be true or false"),
     (("dataset=csv", "dataset.path=a.csv", "dataset.val_fraction=1"), "dataset.val_fraction=1 leaves no training point"),
+    (("dataset=csv", "dataset.path=a.csv", "dataset.encoding=klingon"), "dataset.encoding: unknown encoding 'klingon'"),
+    (("dataset=csv", "dataset.path=a.csv", "dataset.delimiter=ab"), "dataset.delimiter must be null (sniffed), tab or one character"),
+    (("dataset=csv", "dataset.path=a.csv", "dataset.decimal=x"), "dataset.decimal must be auto, '.' or ','"),
     (("dataset=expression", "dataset.expr=\"open('f')\""), "dataset.expr: 'open('f')' is not allowed"),
     (("dataset=expression", "+dataset.path=a.csv"), "dataset.path: unknown key"),  # a csv key on a formula
 ])

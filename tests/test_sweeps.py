@@ -334,8 +334,7 @@ def test_tensorboard_shows_each_job_as_a_run_named_by_number_and_overrides(grid)
         hparams = plugin_data_pb2.HParamsPluginData.FromString(
             plugin["_hparams_/session_start_info"]).session_start_info.hparams
         assert hparams["optimizer/lr"].number_value == pytest.approx(float(row["optimizer.lr"]))
-        experiment = plugin_data_pb2.HParamsPluginData.FromString(plugin["_hparams_/experiment"])
-        assert "truth/rmse" in {m.name.tag for m in experiment.experiment.metric_infos}
+        assert "_hparams_/experiment" not in plugin  # the sweep's own, at its root, is the only one
         assert acc.Scalars("truth/rmse")[-1].value == pytest.approx(float(row["truth/rmse"]), rel=1e-6)
         assert len(acc.Scalars("train/loss")) == 3
 
@@ -345,7 +344,14 @@ def test_tensorboard_shows_each_job_as_a_run_named_by_number_and_overrides(grid)
     proc = subprocess.run([str(BIN / "tensorboard"), "--inspect", *args[1:]], capture_output=True,
                           text=True, timeout=120)
     found = proc.stdout.split("Found event files in:")[1].split("\n\n")[0].split()
-    assert sorted(Path(p).relative_to(sweep_dir).parts[0] for p in found) == sorted(rows)
+    assert sorted(Path(p).relative_to(sweep_dir).parts[:1] for p in found) == [(), *sorted((n,) for n in rows)]
+    acc = EventAccumulator(str(sweep_dir))  # the sweep's HPARAMS experiment: swept keys first
+    acc.Reload()
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(
+        acc.PluginTagToContent("hparams")["_hparams_/experiment"]).experiment
+    assert [(h.name, h.differs) for h in experiment.hparam_infos][:3] == [
+        ("optimizer/lr", True), ("model/hidden_dims", True), ("dataset/_target_", False)]
+    assert [m.name.tag for m in experiment.metric_infos][:2] == ["truth/rmse", "train/mse"]
 
 
 def test_readme_sweeps_section_is_what_these_tests_run():
@@ -354,6 +360,7 @@ def test_readme_sweeps_section_is_what_these_tests_run():
         'pip install "hydrafit[sweeps]"',
         "hydrafit-train -m optimizer.lr=0.003,0.01,0.03 model.hidden_dims=[8],[16],[32]",
         "hydrafit-train -m optimizer=sgd optimizer.lr=0.001,0.01,0.1,10",
+        "hydrafit-train -m optimizer.lr=0.01,0.03 seed=1,2,3",  # tests/test_sweep_seeds.py
         f"hydrafit-train -m resume_sweep={PLACEHOLDER}",
         f"hydrafit-sweep-report {PLACEHOLDER}",
         "hydrafit-train -m hydra/launcher=joblib hydra.launcher.n_jobs=2 optimizer.lr=0.01,0.03",

@@ -112,6 +112,26 @@ def check_csv_dataset(cfg: DictConfig) -> None:
         _number(cfg, "dataset.baseline_degree", Integral, low=0)
     _flag(cfg, "dataset.standardize")
     _flag(cfg, "dataset.drop_invalid")
+    check_csv_format(d)
+
+
+def check_csv_format(d: DictConfig) -> None:
+    """dataset.encoding, .delimiter, .decimal of dataset=csv (null / auto: detected, hydrafit.csvfile)."""
+    import codecs
+
+    encoding, delimiter, decimal = d.get("encoding"), d.get("delimiter"), d.get("decimal", "auto")
+    if encoding is not None:
+        try:
+            codecs.lookup(str(encoding))
+        except LookupError:
+            raise ConfigError(f"dataset.encoding: unknown encoding '{encoding}'; null detects it, or "
+                              f"e.g. utf-8, cp1252, latin-1, utf-16 (Python's codec names)") from None
+    if delimiter is not None and not (delimiter in ("tab", "\\t") or isinstance(delimiter, str) and
+                                      len(delimiter) == 1 and delimiter not in '"\r\n'):
+        raise ConfigError(f"dataset.delimiter must be null (sniffed), tab or one character (quoted "
+                          f"for Hydra: 'dataset.delimiter=\";\"'), got {delimiter!r}")
+    if decimal not in ("auto", ".", ","):
+        raise ConfigError(f"dataset.decimal must be auto, '.' or ',', got {decimal!r}")
 
 
 def check_dataset(cfg: DictConfig) -> None:

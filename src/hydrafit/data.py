@@ -7,7 +7,6 @@ live on the training device, never per-sample indexing plus collate (37x slower 
 """
 from __future__ import annotations
 
-import csv
 import functools
 import logging
 import math
@@ -17,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 import torch
+
+from hydrafit.csvfile import read_columns
 
 log = logging.getLogger(__name__)
 
@@ -226,69 +227,6 @@ def standard_scaling(x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
     return stats
 
 
-def _number(cell: str) -> float | None:
-    """The finite float in a CSV cell, or None (empty, text, nan, inf)."""
-    try:
-        value = float(cell)
-    except ValueError:
-        return None
-    return value if math.isfinite(value) else None
-
-
-def _column_indexes(header: list[str] | None, columns: dict[str, str | int], file: str) -> list[int]:
-    """0-based indexes of `columns` ({config key: header name or index}) in a CSV file."""
-    from hydrafit.config import ConfigError
-
-    indexes = []
-    for key, column in columns.items():
-        if isinstance(column, int):
-            if header is not None and column >= len(header):
-                raise ConfigError(f"{key}: column index {column} is out of range; {file} has "
-                                  f"{len(header)} columns: {', '.join(header)}")
-            indexes.append(column)
-        elif header is None:
-            raise ConfigError(f"{key}: no column '{column}' in {file}: it has no header row (its "
-                              f"first row is all numbers); pick columns by index, e.g. {key}=0")
-        elif column not in header:
-            raise ConfigError(f"{key}: no column '{column}' in {file}; its columns are: {', '.join(header)}")
-        else:
-            indexes.append(header.index(column))
-    return indexes
-
-
-def read_columns(path: Path, columns: dict[str, str | int], file_key: str,
-                 drop_invalid: bool = False, hint: str = "") -> np.ndarray:
-    """The `columns` ({config key: header name or 0-based index}) of a CSV file as a float64
-    array with one row per data row. The first row is a header when any cell of it is not a
-    number. A row with a missing, non-numeric or infinite value in these columns is refused
-    with its line number, or with `drop_invalid` left out with a warning."""
-    from hydrafit.config import ConfigError
-
-    with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: Excel's byte-order mark
-        reader = csv.reader(f)
-        rows = [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
-    if not rows:
-        raise ConfigError(f"{file_key}: {path.name} is empty")
-    header = [c.strip() for c in rows[0][1]] if any(_number(c) is None for c in rows[0][1]) else None
-    indexes = _column_indexes(header, columns, path.name)
-    values, dropped = [], []
-    for line, row in rows[1:] if header else rows:
-        point = [_number(row[i]) if i < len(row) else None for i in indexes]
-        if None not in point:
-            values.append(point)
-            continue
-        if not drop_invalid:
-            key, i = next((k, i) for k, i, v in zip(columns, indexes, point) if v is None)
-            cell = f"'{row[i].strip()}'" if i < len(row) and row[i].strip() else "missing"
-            raise ConfigError(f"{file_key}: line {line} of {path.name}: the {key} column "
-                              f"({columns[key]}) is {cell}, not a finite number{hint}")
-        dropped.append(line)
-    if dropped:
-        log.warning("Dropped %d invalid rows of %s (lines %s)", len(dropped), path.name,
-                    ", ".join(map(str, dropped[:20])) + (", ..." if len(dropped) > 20 else ""))
-    return np.array(values, dtype=np.float64).reshape(-1, len(columns))
-
-
 def polynomial(coefficients, **sampling) -> FunctionDataModule:
     """dataset=polynomial: noisy samples of evalpoly(x, coefficients)."""
     return FunctionDataModule(Polynomial(tuple(float(c) for c in coefficients)), **sampling)
@@ -319,9 +257,12 @@ def expression(expr: str, **sampling) -> FunctionDataModule:
 def from_csv(path: str, x: str | int, y: str | int, seed: int, val_fraction: float = 0.2,
              batch_size: int | None = None, baseline_degree: int | None = 3,
              standardize: bool = True, drop_invalid: bool = False,
-             steps_per_batch: int = 1) -> PointsDataModule:
-    """dataset=csv: columns `x` and `y` (header names, or 0-based indexes) of a CSV file.
-    A relative `path` is relative to the directory hydrafit-train was started in."""
+             steps_per_batch: int = 1, encoding: str | None = None, delimiter: str | None = None,
+             decimal: str = "auto") -> PointsDataModule:
+    """dataset=csv: columns `x` and `y` (header names, or 0-based indexes) of a CSV file, read
+    as hydrafit.csvfile reads what spreadsheets write (encoding, delimiter and decimal mark
+    detected unless given). A relative `path` is relative to the directory hydrafit-train was
+    started in."""
     from hydra.utils import to_absolute_path
 
     from hydrafit.config import ConfigError
@@ -331,7 +272,8 @@ def from_csv(path: str, x: str | int, y: str | int, seed: int, val_fraction: flo
         raise ConfigError(f"dataset.path: no file '{path}' (looked for {file})")
     hint = "; fix the file, or drop such rows with dataset.drop_invalid=true"
     columns = {"dataset.x": x, "dataset.y": y}
-    points = torch.from_numpy(read_columns(file, columns, "dataset.path", drop_invalid, hint))
+    points = torch.from_numpy(read_columns(file, columns, "dataset.path", drop_invalid, hint,
+                                           encoding, delimiter, decimal))
     n_train = len(points) - round(val_fraction * len(points))
     if n_train < 2:
         raise ConfigError(f"dataset.path: {file.name} has {len(points)} usable rows; with "

@@ -39,11 +39,7 @@ def final_metrics(net: nn.Module, datamodule) -> dict[str, float]:
 
 def metric_names(datamodule) -> list[str]:
     """The keys final_metrics will report for this datamodule, known before training."""
-    names = ["train/mse", "truth/rmse"]
-    if len(datamodule.x_val):
-        names.append("val/mse")
-    if datamodule.baseline_degree is not None:
-        names.append("baseline/truth_rmse")
-    if datamodule.truth is None:  # data from a file: see final_metrics
-        names = [n for n in names if not n.startswith(("truth/", "baseline/"))]
-    return names
+    from hydrafit.hparams import final_metric_names
+
+    return final_metric_names(len(datamodule.x_val) > 0, datamodule.baseline_degree is not None,
+                              datamodule.truth is not None)

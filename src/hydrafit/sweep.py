@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import os
+import statistics
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -320,7 +321,7 @@ def summary_md(sweep_dir: Path, jobs: list[Job], plan: Plan) -> str:
     lines = [f"# Sweep {sweep_dir.name}", "",
              f"{counts(jobs)}. Sorted by `{plan.metric}` ({'higher' if plan.maximize else 'lower'} "
              f"is better); ★ marks the best. Rebuilt by `hydrafit-sweep-report {sweep_dir}`.", "",
-             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+             *seed_table(jobs, plan), "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     def row(j: Job) -> str:  # all but the ★ cell
         cells = [j.num, *(shown(j.overrides.get(k, "")) for k in keys),
                  *(j.metrics.get(m, "") for m in metrics), j.status,
@@ -330,6 +331,75 @@ def summary_md(sweep_dir: Path, jobs: list[Job], plan: Plan) -> str:
     lines += [("| ★ | " if j is best else "|  | ") + rendered(j, "md", columns, row)
               for j in order]
     return "\n".join([*lines, "", "![truth, data and prediction of each job](sweep.png)", ""])
+
+
+@dataclass
+class SeedGroup:
+    """The jobs of a sweep that differ only in `seed`: the other swept keys' values, every job
+    of the group and their final metrics over the completed ones."""
+
+    values: dict[str, str]
+    jobs: list[Job]
+
+    @property
+    def completed(self) -> list[Job]:
+        return [j for j in self.jobs if j.status == "completed"]
+
+    def stats(self, metric: str) -> tuple[float, float, int] | None:
+        """(mean, sample standard deviation (n - 1; nan for one seed), n) of `metric` over the
+        completed seeds that report it finitely; None if none does."""
+        values = [j.metrics[metric] for j in self.completed
+                  if isinstance(j.metrics.get(metric), (int, float)) and math.isfinite(j.metrics[metric])]
+        if not values:
+            return None
+        return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else math.nan, len(values)
+
+
+def seed_groups(jobs: list[Job], keys: list[str], metric: str, maximize: bool = False) -> list[SeedGroup]:
+    """When `seed` is among the swept `keys`: the jobs grouped by the other swept keys, best
+    group first by the mean of `metric` (groups without a completed seed last, in sweep order);
+    else []."""
+    if "seed" not in keys:
+        return []
+    others = [k for k in keys if k != "seed"]
+    groups: dict[tuple, SeedGroup] = {}
+    for job in jobs:
+        values = {k: job.overrides.get(k, "") for k in others}
+        groups.setdefault(tuple(values.values()), SeedGroup(values, [])).jobs.append(job)
+
+    def score(group: SeedGroup) -> float:
+        stats = group.stats(metric)
+        return math.inf if stats is None else -stats[0] if maximize else stats[0]
+    return sorted(groups.values(), key=score)
+
+
+def seed_table(jobs: list[Job], plan: Plan) -> list[str]:
+    """summary.md's table over seeds (when `seed` is swept): one row per combination of the
+    other swept keys, each metric's mean ± standard deviation over its completed seeds, the
+    best group by the optimized metric's mean marked ★."""
+    keys, metrics = swept_keys(jobs, plan), metric_columns(jobs, plan.metric)
+    groups = seed_groups(jobs, keys, plan.metric, plan.maximize)
+    if not groups:
+        return []
+    others = [k for k in keys if k != "seed"]
+    best = groups[0] if groups[0].stats(plan.metric) else None
+    header = ["", *others, "seeds", *(f"{m} (mean ± std)" for m in metrics)]
+    lines = ["## Over seeds", "",
+             f"Each metric's mean ± sample standard deviation over the completed seeds of each "
+             f"combination of the other swept keys; `seeds`: completed of all; (n=k) where fewer "
+             f"report the metric. ★ marks the best mean of `{plan.metric}`.", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for group in groups:
+        cells = []
+        for metric in metrics:
+            stats = group.stats(metric)
+            n_note = "" if stats is None or stats[2] == len(group.completed) else f" (n={stats[2]})"
+            spread = "" if stats is None or stats[2] < 2 else f" ± {stats[1]:.2g}"
+            cells.append("" if stats is None else f"{stats[0]:.4g}{spread}{n_note}")
+        row = ["★" if group is best else "", *(shown(v) for v in group.values.values()),
+               f"{len(group.completed)}/{len(group.jobs)}", *cells]
+        lines.append("| " + " | ".join(_cell(v) for v in row) + " |")
+    return [*lines, "", "## Jobs", ""]
 
 
 def write_atomic(path: Path, data: str | bytes) -> None:
@@ -354,7 +424,7 @@ def write_summary(sweep_dir: Path, figure: bool = True, reuse: bool = False) -> 
         best = best_job(jobs, plan)
         png = io.BytesIO()
         sweep_figure(jobs, swept_keys(jobs, plan), plan.metric, best and best.num,
-                     title=f"{sweep_dir.name}: {counts(jobs)}").savefig(png, format="png")
+                     title=f"{sweep_dir.name}: {counts(jobs)}", maximize=plan.maximize).savefig(png, format="png")
         write_atomic(sweep_dir / "sweep.png", png.getvalue())
     return jobs
 
@@ -434,6 +504,17 @@ def check_resume(config: DictConfig) -> None:
              f"give none or exactly those, got {' '.join(given)}")
 
 
+def write_tensorboard_experiment(sweep_dir: Path, config: DictConfig) -> None:
+    """TensorBoard's HPARAMS table of the sweep opens on the swept keys and optimized_metric
+    (hydrafit.hparams says how); skipped where the sweep dir cannot be written."""
+    from hydrafit.hparams import write_sweep_experiment
+
+    try:
+        write_sweep_experiment(sweep_dir, config, read_plan(sweep_dir).swept or [])
+    except OSError as error:
+        log.debug("no sweep-level HPARAMS summary in %s: %s", sweep_dir, error)
+
+
 class SweepSummary(Callback):
     """Keeps <sweep dir>/summary.csv and summary.md current after every job (in the job's own
     process, so also under joblib) and writes them with sweep.png when the sweep ends. Hydra
@@ -462,6 +543,7 @@ class SweepSummary(Callback):
                 OmegaConf.save(config, record)
             except OSError:
                 pass  # an unwritable sweep dir: Preflight says so in one line
+        write_tensorboard_experiment(self.sweep_dir, config)
         atexit.register(self._at_exit)
 
     def on_job_end(self, config: DictConfig, job_return, **kwargs) -> None:

@@ -51,10 +51,15 @@ def plain(node) -> dict | None:
 def log_hyperparameters(logger, cfg: DictConfig, metric_names) -> None:
     """Fill TensorBoard's HPARAMS tab once: the run's config, with its final metrics as NaN
     placeholders that MetricsFile overwrites at the end (not Lightning's hp_metric = -1)."""
-    params = {k: plain(cfg[k]) for k in ("dataset", "model", "optimizer", "scheduler") if cfg[k]}
-    params |= {"trainer": {"max_epochs": cfg.trainer.max_epochs}, "seed": cfg.seed}
+    from hydrafit.hparams import hyperparameters, log_session
+
+    params = hyperparameters(cfg)
     if hasattr(logger, "experiment") and hasattr(logger.experiment, "add_hparams"):
-        logger.log_hyperparams(params, {name: math.nan for name in metric_names})
+        metrics = {name: math.nan for name in metric_names}
+        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+            log_session(logger, params, metrics)  # the sweep declares the experiment (hydrafit.hparams)
+        else:
+            logger.log_hyperparams(params, metrics)
     elif logger:
         logger.log_hyperparams(params)
 
