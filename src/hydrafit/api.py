@@ -61,15 +61,15 @@ def fit(overrides: Sequence[str] = (), run_dir: str | Path | None = None) -> Res
         out = Path(cfg.hydra.runtime.output_dir)
         validate(train.job_config(cfg))  # before anything is written, like the CLI's one line
         check_run(cfg, str(out))
-        existed = out.exists()
+        created = next((d for d in [*reversed(out.parents), out] if not d.exists()), None)
         job = train.start(cfg)
         try:
             with run_log(out / f"{cfg.hydra.job.name}.log", cfg):
                 trained_cfg, trainer = train.run(job)
                 train.optimized_value(trained_cfg, trainer)
         except ConfigError:  # found while building (a data file, optimized_metric): undo the dir
-            if not existed:
-                shutil.rmtree(out, ignore_errors=True)
+            if created:
+                shutil.rmtree(created, ignore_errors=True)
             raise
         model = trainer.lightning_module
         model.trainer = None  # let the Trainer, its loggers and data go
