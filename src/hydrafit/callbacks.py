@@ -143,8 +143,9 @@ class MetricsFile(pl.Callback):
         trainer.callback_metrics.update({k: torch.tensor(v) for k, v in metrics.items()})
         if not trainer.is_global_zero:
             return
-        for logger in trainer.loggers if metrics else ():
-            logger.log_metrics(metrics | self.extra, step=trainer.global_step)
+        if metrics:  # to every logger: logger=many has three
+            for logger in trainer.loggers:
+                logger.log_metrics(metrics | self.extra, step=trainer.global_step)
         report = {**metrics, **self.extra, "epochs": trainer.current_epoch,
                   "fit_seconds": round(time.perf_counter() - self._start, 3), "status": status}
         write_json_atomic(self.path, report | ({"error": message} if message else {}))
