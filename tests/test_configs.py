@@ -58,7 +58,7 @@ def test_group_options_are_the_documented_contract():
     assert {"none", "cosine", "step"} <= set(options("scheduler"))
     assert {"default", "cpu", "gpu", "debug"} <= set(options("trainer"))
     assert {"default", "none"} <= set(options("callbacks"))
-    assert {"tensorboard", "csv", "none"} <= set(options("logger"))
+    assert {"tensorboard", "csv", "mlflow", "many", "none"} <= set(options("logger"))
     assert "lux_tutorial" in options("experiment")
 
 
