@@ -22,6 +22,12 @@ def test_lr_find_plots_records_and_trains_with_the_suggestion(tmp_path):
     assert checkpoint["hyper_parameters"]["optimizer"]["lr"] == suggestion
     assert checkpoint["optimizer_states"][0]["param_groups"][0]["lr"] == suggestion
     assert f"lr={suggestion:g}, lr_find's suggestion" in (found.run_dir / "train.log").read_text()
+    # resumed (through the API: its .hydra/ record is the CLI's), it keeps the lr without a new search
+    resumed = hydrafit.fit([f"resume={found.run_dir}", "trainer.max_epochs=25"])
+    assert resumed.run_dir == found.run_dir and resumed.metrics["epochs"] == 25
+    assert resumed.metrics["lr_find/suggestion"] == suggestion
+    assert torch.load(found.run_dir / "checkpoints" / "last.ckpt", weights_only=True)[
+        "optimizer_states"][0]["param_groups"][0]["lr"] == suggestion
     # the finder leaves the model as it was: the run is the one optimizer.lr=<suggestion> trains
     direct = hydrafit.fit([*SHORT, f"optimizer.lr={suggestion!r}"], run_dir=tmp_path / "direct")
     assert {k: found.metrics[k] for k in ("train/mse", "truth/rmse")} == \

@@ -214,7 +214,7 @@ def train(cfg: DictConfig, checkpoint: dict | None = None, ckpt_path=None):
     else:
         log.info("Resuming   from %s (epoch %d)", ckpt_path, checkpoint["epoch"])
         if cfg.get("lr_find"):  # the lr the finder chose, as the checkpoint records it
-            module.hparams.optimizer["lr"] = checkpoint["hyper_parameters"]["optimizer"]["lr"]
+            use_found_lr(cfg, module, trainer, checkpoint["hyper_parameters"]["optimizer"]["lr"])
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     status, message = run_status(trainer)
     if status != "completed":
@@ -223,16 +223,20 @@ def train(cfg: DictConfig, checkpoint: dict | None = None, ckpt_path=None):
 
 
 def train_with_found_lr(cfg: DictConfig, module, datamodule, trainer) -> None:
-    """lr_find=true: Lightning's learning-rate finder picks optimizer.lr (hydrafit.lr_finder);
-    the run trains with it, its loggers' parameters say so and metrics.json records it."""
-    from hydrafit.callbacks import MetricsFile
+    """lr_find=true: Lightning's learning-rate finder picks optimizer.lr (hydrafit.lr_finder)."""
     from hydrafit.lr_finder import find_lr
 
     lr = find_lr(module, datamodule, cfg.trainer, Path(HydraConfig.get().runtime.output_dir))
-    if lr is None:
-        return
-    log.info("Training   with lr=%g, lr_find's suggestion (the configured optimizer.lr=%g is not used)",
-             lr, cfg.optimizer.lr)
+    if lr is not None:
+        log.info("Training   with lr=%g, lr_find's suggestion (the configured optimizer.lr=%g is not used)",
+                 lr, cfg.optimizer.lr)
+        use_found_lr(cfg, module, trainer, lr)
+
+
+def use_found_lr(cfg: DictConfig, module, trainer, lr: float) -> None:
+    """Train with the lr lr_find found: the loggers' parameters show it, metrics.json records it."""
+    from hydrafit.callbacks import MetricsFile
+
     module.hparams.optimizer["lr"] = cfg.optimizer.lr = lr
     for callback in trainer.callbacks:
         if isinstance(callback, MetricsFile):
