@@ -15,7 +15,7 @@ $(BIN)/python:
 # The stamp is rebuilt when pyproject.toml changes, so new dependencies get installed.
 $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[dev,sweeps]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,sweeps,mlflow]"
 	touch $@
 
 install: $(VENV)/.installed

@@ -1,6 +1,7 @@
 """Every option of every config group composes, validates and instantiates."""
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,9 @@ from hydrafit.train import build, compose_job
 
 GROUPS = ("dataset", "model", "optimizer", "scheduler", "trainer", "callbacks", "logger", "experiment")
 # Options whose files need something this machine may lack, or a user-supplied value.
-NEEDS = {("trainer", "gpu"): torch.cuda.is_available, ("trainer", "ddp"): torch.cuda.is_available}
+NEEDS = {("trainer", "gpu"): torch.cuda.is_available, ("trainer", "ddp"): torch.cuda.is_available,
+         ("logger", "mlflow"): lambda: bool(importlib.util.find_spec("mlflow")),
+         ("logger", "many"): lambda: bool(importlib.util.find_spec("mlflow"))}
 SUPPLIED = {("dataset", "csv"): (f"dataset.path={REPO / 'examples' / 'data' / 'temperature.csv'}",
                                  "dataset.x=day", "dataset.y=temp_c")}
 
@@ -31,9 +34,10 @@ CASES = [(g, o) for g in GROUPS for o in options(g)]
 
 
 @pytest.mark.parametrize("group,option", CASES, ids=[f"{g}={o}" for g, o in CASES])
-def test_every_option_composes_and_instantiates(tmp_path, group, option):
+def test_every_option_composes_and_instantiates(tmp_path, monkeypatch, group, option):
     if (group, option) in NEEDS and not NEEDS[(group, option)]():
-        pytest.skip(f"{group}={option} needs CUDA")
+        pytest.skip(f"{group}={option} needs CUDA or the mlflow extra")
+    monkeypatch.chdir(tmp_path)  # logger=mlflow's store: outputs/mlflow.db of the launch directory
     cfg = compose_run(tmp_path, f"{group}={option}", *SUPPLIED.get((group, option), ()))
     validate(cfg)
     datamodule, module, trainer = build(cfg)
@@ -54,7 +58,7 @@ def test_group_options_are_the_documented_contract():
     assert {"none", "cosine", "step"} <= set(options("scheduler"))
     assert {"default", "cpu", "gpu", "debug"} <= set(options("trainer"))
     assert {"default", "none"} <= set(options("callbacks"))
-    assert {"tensorboard", "csv", "none"} <= set(options("logger"))
+    assert {"tensorboard", "csv", "mlflow", "many", "none"} <= set(options("logger"))
     assert "lux_tutorial" in options("experiment")
 
 

@@ -98,3 +98,13 @@ def test_when_a_run_goes_wrong_commands(tmp_path):
                 for a in shlex.split(line)[1:]]
         run_cli(*args, cwd=tmp_path)
         assert read_metrics(run)["epochs"] == epochs and read_metrics(run)["status"] == "completed"
+
+
+def test_from_python_example_runs_as_written(tmp_path):
+    [code] = re.findall(r"```python\n(.*?)```", section("From Python"), re.S)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip() == "optimizer.lr must be > 0, got -1"  # what its comment says
+    [run] = (tmp_path / "outputs" / "runs").iterdir()
+    stated = float(re.search(r'result.metrics\["truth/rmse"\] +# ([\d.]+)', code)[1])
+    assert read_metrics(run)["truth/rmse"] == pytest.approx(stated, rel=0.05)  # across CPUs

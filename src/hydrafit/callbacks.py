@@ -78,9 +78,9 @@ class FitPlot(pl.Callback):
 
     @staticmethod
     def _tensorboard(trainer: pl.Trainer):
-        """The SummaryWriter if the logger is TensorBoard; other loggers only get fit.png."""
+        """The SummaryWriter of the TensorBoard logger, if any; other loggers only get fit.png."""
         # isinstance, not duck typing: fast_dev_run's DummyLogger answers every attribute
-        return trainer.logger.experiment if isinstance(trainer.logger, TensorBoardLogger) else None
+        return next((lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
 
     def _draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int) -> bytes:
         """The fit figure at `epoch`, as PNG. One figure redrawn and rendered once, where a new
@@ -130,6 +130,7 @@ class MetricsFile(pl.Callback):
     def __init__(self, dirpath: str):
         self.path = Path(dirpath) / "metrics.json"
         self._start = 0.0
+        self.extra: dict[str, float] = {}  # known before the fit: lr_find/suggestion (train.py)
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._start = time.perf_counter()
@@ -142,9 +143,10 @@ class MetricsFile(pl.Callback):
         trainer.callback_metrics.update({k: torch.tensor(v) for k, v in metrics.items()})
         if not trainer.is_global_zero:
             return
-        if trainer.logger is not None and metrics:
-            trainer.logger.log_metrics(metrics, step=trainer.global_step)
-        report = {**metrics, "epochs": trainer.current_epoch,
+        if metrics:  # to every logger: logger=many has three
+            for logger in trainer.loggers:
+                logger.log_metrics(metrics | self.extra, step=trainer.global_step)
+        report = {**metrics, **self.extra, "epochs": trainer.current_epoch,
                   "fit_seconds": round(time.perf_counter() - self._start, 3), "status": status}
         write_json_atomic(self.path, report | ({"error": message} if message else {}))
 
@@ -275,6 +277,9 @@ class GracefulStop(pl.Callback):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._restore()  # before Lightning's teardown restores the handlers it found
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception) -> None:
+        self._restore()  # the caller's handlers again (hydrafit.fit in a notebook), also after an error
 
     def _restore(self) -> None:
         for signum, handler in self._previous.items():

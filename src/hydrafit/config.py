@@ -18,7 +18,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 # Only these may be instantiated: a config (or an override) must never name os.system & co.
 ALLOWED_TARGETS = ("hydrafit.", "torch.optim.", "pytorch_lightning.Trainer",
                    "pytorch_lightning.callbacks.", "pytorch_lightning.loggers.")
-TOP_LEVEL_KEYS = ("seed", "optimized_metric", "resume", "overwrite", "dataset", "model", "optimizer", "scheduler",
+TOP_LEVEL_KEYS = ("seed", "optimized_metric", "resume", "overwrite", "lr_find", "dataset", "model", "optimizer", "scheduler",
                   "trainer", "callbacks", "logger",
                   "resume_sweep", "mlp_shape")  # hydrafit.sweep; mlp_shape: hparams_search=optuna
 
@@ -191,6 +191,10 @@ def check_training(cfg: DictConfig) -> None:
         raise ConfigError("optimizer=lbfgs needs full batches: set dataset.batch_size=null")
     if cfg.callbacks and "fit_plot" in cfg.callbacks:
         _number(cfg, "callbacks.fit_plot.n_images", Integral, low=0)
+    _flag(cfg, "lr_find")
+    if cfg.get("lr_find") and cfg.optimizer._target_.endswith("LBFGS"):
+        raise ConfigError("lr_find: Lightning's learning-rate finder raises the lr at every optimizer "
+                          "step, which L-BFGS's line search does not follow; use it with adam, adamw or sgd")
 
 
 def check_multirun_strategy(trainer: DictConfig) -> None:
@@ -201,6 +205,14 @@ def check_multirun_strategy(trainer: DictConfig) -> None:
     if (strategy.startswith("ddp") and not spawned) or (strategy == "auto" and devices not in (1, "1")):
         raise ConfigError(f"trainer.strategy={strategy} (devices={devices}) cannot run under --multirun: "
                           f"Lightning's DDP launcher would re-run the sweep; use trainer.strategy=ddp_spawn")
+
+
+def refuse_lr_find_in_sweeps(cfg: DictConfig) -> None:
+    """lr_find picks one run's lr before it trains; a sweep's jobs (and a vectorised
+    population, which trains many members with one optimizer) have no single run to ask."""
+    if cfg.get("lr_find"):
+        raise ConfigError("lr_find: finds the lr of one run; it cannot be combined with --multirun "
+                          "(sweep optimizer.lr instead, or run lr_find=true once without -m)")
 
 
 def validate(cfg: DictConfig) -> None:
@@ -217,3 +229,4 @@ def validate(cfg: DictConfig) -> None:
 
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
         check_multirun_strategy(cfg.trainer)
+        refuse_lr_find_in_sweeps(cfg)

@@ -78,6 +78,7 @@ class Regressor(pl.LightningModule):
 
     _loss_sum, _loss_count = 0.0, 0  # this epoch's sum of batch losses x batch sizes, and of sizes
     _unlogged: list | tuple = ()  # (step, train/loss) of the epochs not yet handed to the loggers
+    one_step_per_batch = False  # set by hydrafit.lr_finder while Lightning's finder runs
 
     def __init__(self, model: dict, optimizer: dict, scheduler: dict | None = None,
                  scaling: dict | None = None):
@@ -104,9 +105,11 @@ class Regressor(pl.LightningModule):
         """Whether Lightning takes the optimizer steps, one per batch. hydrafit takes them itself
         (Lightning's manual optimization), so that a batch can hold several (data.TensorBatches
         says why), except when the Trainer is asked for what only Lightning's automatic
-        optimization does: gradient clipping or accumulation."""
+        optimization does: gradient clipping or accumulation, or the learning-rate finder, which
+        steps its lr schedule and reads the loss only there."""
         trainer = self._trainer
-        return trainer is not None and (bool(trainer.gradient_clip_val) or trainer.accumulate_grad_batches != 1)
+        return trainer is not None and (self.one_step_per_batch or bool(trainer.gradient_clip_val)
+                                        or trainer.accumulate_grad_batches != 1)
 
     def training_step(self, batch: Steps, batch_idx: int):
         loss = None

@@ -33,37 +33,59 @@ def fail(message: str) -> None:
 def check_writable(key: str, directory: str) -> None:
     """The directory is writable, or can be created, and nothing is created here: an existing
     one (resume=, resume_sweep=) is only asked; otherwise a temp file is opened and deleted in
-    its nearest existing parent (what Hydra will create it in)."""
+    its nearest existing parent (what Hydra will create it in). Raises ConfigError."""
+    from hydrafit.config import ConfigError
+
     path = Path(directory).absolute()
     if path.is_dir():
         if not os.access(path, os.W_OK):
-            fail(f"{key}: cannot write to '{directory}' (permission denied)")
+            raise ConfigError(f"{key}: cannot write to '{directory}' (permission denied)")
         return
     parent = next(p for p in path.parents if p.exists())
     try:
         with tempfile.TemporaryFile(dir=parent):
             pass
     except OSError as error:
-        fail(f"{key}: cannot write to '{directory}' ({error.strerror or type(error).__name__})")
+        raise ConfigError(f"{key}: cannot write to '{directory}' ({error.strerror or type(error).__name__})") from None
+
+
+def check_run(config: DictConfig, run_dir: str) -> None:
+    """A single run's checks before its directory exists (hydrafit-train and hydrafit.fit)."""
+    from hydrafit.config import ConfigError
+
+    resume = config.get("resume")
+    if resume is not None and not (Path(resume) / ".hydra" / "config.yaml").is_file():
+        raise ConfigError(f"resume: '{resume}' is not a hydrafit run directory (no .hydra/config.yaml)")
+    refuse_existing(config, "hydra.run.dir")
+    check_writable("hydra.run.dir", run_dir)
+
+
+def check_multirun(config: DictConfig) -> None:
+    """A sweep's checks before its directory exists: what no job of it could run."""
+    from hydrafit.config import check_multirun_strategy, refuse_lr_find_in_sweeps
+
+    check_multirun_strategy(config.trainer)  # a job that picks DDP through a sweep: validate()
+    refuse_lr_find_in_sweeps(config)
+    refuse_existing(config, "hydra.sweep.dir")
+    check_writable("hydra.sweep.dir", config.hydra.sweep.dir)
 
 
 class Preflight(Callback):
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
-        resume = config.get("resume")
-        if resume is not None and not (Path(resume) / ".hydra" / "config.yaml").is_file():
-            fail(f"resume: '{resume}' is not a hydrafit run directory (no .hydra/config.yaml)")
-        refuse_existing(config, "hydra.run.dir", fail)
-        check_writable("hydra.run.dir", config.hydra.run.dir)
+        failing_in_one_line(check_run, config, config.hydra.run.dir)
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        from hydrafit.config import ConfigError, check_multirun_strategy
+        failing_in_one_line(check_multirun, config)
 
-        try:  # refused up front; a job that picks DDP through a sweep is refused by validate()
-            check_multirun_strategy(config.trainer)
-        except ConfigError as error:
-            fail(str(error))
-        refuse_existing(config, "hydra.sweep.dir", fail)
-        check_writable("hydra.sweep.dir", config.hydra.sweep.dir)
+
+def failing_in_one_line(check, *args) -> None:
+    """Run `check`; a ConfigError ends the process with one line and exit code 2."""
+    from hydrafit.config import ConfigError
+
+    try:
+        check(*args)
+    except ConfigError as error:
+        fail(str(error))
 
 
 def composition_problem(overrides: list[str]) -> str | None:

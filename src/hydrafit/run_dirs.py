@@ -90,9 +90,11 @@ def ddp_child(config) -> bool:
             and str(config.hydra.job.name).startswith("train_ddp_process_"))
 
 
-def refuse_existing(config, key: str, fail) -> None:
+def refuse_existing(config, key: str) -> None:
     """An explicit hydra.run.dir / hydra.sweep.dir that already holds a run or a sweep is refused
-    with `fail(message)`, or with `overwrite=true` emptied first; nothing else is touched."""
+    (ConfigError), or with `overwrite=true` emptied first; nothing else is touched."""
+    from hydrafit.config import ConfigError
+
     given = given_dir(config, key)
     if given is None or ddp_child(config) or not Path(given).is_dir():
         return
@@ -103,5 +105,5 @@ def refuse_existing(config, key: str, fail) -> None:
         shutil.rmtree(given)
         return
     again = "hydrafit-train resume=" if held == "a run" else "hydrafit-train -m resume_sweep="
-    fail(f"{key}: '{given}' already holds {held}; continue it with {again}{given}, choose "
-         f"another directory, or replace it with overwrite=true")
+    raise ConfigError(f"{key}: '{given}' already holds {held}; continue it with {again}{given}, "
+                      f"choose another directory, or replace it with overwrite=true")

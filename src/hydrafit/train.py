@@ -48,39 +48,79 @@ def plain(node) -> dict | None:
     return OmegaConf.to_container(node, resolve=True) if node else None
 
 
-def log_hyperparameters(logger, cfg: DictConfig, metric_names) -> None:
-    """Fill TensorBoard's HPARAMS tab once: the run's config, with its final metrics as NaN
-    placeholders that MetricsFile overwrites at the end (not Lightning's hp_metric = -1)."""
+def log_hyperparameters(loggers, cfg: DictConfig, metric_names) -> None:
+    """Give each logger the run's config once: TensorBoard's HPARAMS tab with its final metrics
+    as NaN placeholders that MetricsFile overwrites at the end (not Lightning's hp_metric = -1);
+    others (CSV, MLflow) the same flattened keys as parameters."""
     from hydrafit.hparams import hyperparameters, log_session
 
     params = hyperparameters(cfg)
-    if hasattr(logger, "experiment") and hasattr(logger.experiment, "add_hparams"):
-        metrics = {name: math.nan for name in metric_names}
-        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-            log_session(logger, params, metrics)  # the sweep declares the experiment (hydrafit.hparams)
+    in_sweep = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    for logger in loggers:
+        if hasattr(logger, "experiment") and hasattr(logger.experiment, "add_hparams"):
+            metrics = {name: math.nan for name in metric_names}
+            if in_sweep:  # the sweep declares the experiment (hydrafit.hparams)
+                log_session(logger, params, metrics)
+            else:
+                logger.log_hyperparams(params, metrics)
         else:
-            logger.log_hyperparams(params, metrics)
-    elif logger:
-        logger.log_hyperparams(params)
+            logger.log_hyperparams(params)
+
+
+def compose(overrides: list[str], run_dir: str | Path | None = None) -> DictConfig:
+    """The config `hydrafit-train <overrides>` would run, Hydra's node included, composed
+    in-process (hydrafit.fit, tests, benchmarks): formulas quoted as the command line quotes
+    them, a problem Hydra finds raised as the CLI's one-line ConfigError, and Hydra's runtime set
+    as a run sets it, its output dir `run_dir` or else the one `hydra.run.dir` names. Writes nothing."""
+    from hydra import compose as hydra_compose, initialize_config_module
+    from hydra.errors import HydraException
+    from omegaconf import open_dict, read_write
+
+    from hydrafit.config import ConfigError
+    from hydrafit.expression import quote_formula
+    from hydrafit.preflight import composition_problem
+
+    overrides = [quote_formula(o) for o in overrides] + ([f"hydra.run.dir={run_dir}"] if run_dir else [])
+    overrides.append("hydra.mode=RUN")  # as Hydra's own run adds it
+    try:  # job_name: the CLI's, so .hydra/hydra.yaml and <job name>.log are the same
+        with initialize_config_module("hydrafit.conf", version_base="1.3", job_name="train"):
+            cfg = hydra_compose("train", overrides=overrides, return_hydra_config=True)
+    except HydraException as error:
+        raise ConfigError(composition_problem(overrides) or str(error).splitlines()[0]) from None
+    HydraConfig.instance().set_config(cfg)  # resolves hydra.run.dir, as Hydra's run_job does
+    with read_write(cfg.hydra.runtime), open_dict(cfg.hydra.runtime):
+        cfg.hydra.runtime.output_dir = os.path.abspath(str(cfg.hydra.run.dir))
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+def job_config(cfg: DictConfig) -> DictConfig:
+    """The task's part of a composed config: what Hydra passes to main() and saves as config.yaml."""
+    from omegaconf import open_dict
+
+    job = cfg.copy()
+    with open_dict(job):
+        del job["hydra"]
+    return job
+
+
+def start(cfg: DictConfig) -> DictConfig:
+    """What Hydra does between composing and calling main(): create the run dir and write its
+    .hydra/ record (config.yaml, hydra.yaml, overrides.yaml), so that hydrafit-eval and resume=
+    read an in-process run like any other. Returns the job config."""
+    job = job_config(cfg)
+    record = Path(cfg.hydra.runtime.output_dir) / str(cfg.hydra.output_subdir)
+    record.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(job, record / "config.yaml")
+    OmegaConf.save(HydraConfig.instance().cfg, record / "hydra.yaml")
+    OmegaConf.save(cfg.hydra.overrides.task, record / "overrides.yaml")
+    return job
 
 
 def compose_job(overrides: list[str], run_dir: Path) -> DictConfig:
     """The job config that `hydrafit-train <overrides> hydra.run.dir=<run_dir>` would train,
-    composed in-process (notebooks, tests, benchmarks), with Hydra's runtime set as a run sets
-    it, so that ${hydra:runtime.output_dir} resolves to run_dir. Pass it to build() or train()."""
-    from hydra import compose, initialize_config_module
-    from omegaconf import open_dict
-
-    with initialize_config_module("hydrafit.conf", version_base="1.3"):
-        cfg = compose("train", overrides=[*overrides, f"hydra.run.dir={run_dir}"], return_hydra_config=True)
-    Path(run_dir).mkdir(parents=True, exist_ok=True)  # as Hydra does before the task starts
-    OmegaConf.set_readonly(cfg.hydra, False)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(run_dir)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return cfg
+    with its run dir and record written as Hydra writes them. Pass it to build() or train()."""
+    return start(compose(overrides, run_dir))
 
 
 def load_dataset(dataset: DictConfig, seed: int):
@@ -113,6 +153,18 @@ def check_optimized_metric(cfg: DictConfig, datamodule) -> None:
                           f"it reports {', '.join(reported)}{hint}")
 
 
+def logger_configs(node: DictConfig | None) -> list[DictConfig]:
+    """The `logger` group's loggers: none, one (`_target_` at the top) or several by name (logger=many)."""
+    if not node:
+        return []
+    return [node] if "_target_" in node else [c for c in node.values() if c]
+
+
+def purge_step(logger: DictConfig, resume_step: int | None) -> dict:
+    """TensorBoard drops the events a crashed run wrote at or after the step a resumed run redoes."""
+    return {"purge_step": resume_step} if resume_step and "TensorBoard" in logger._target_ else {}
+
+
 def build(cfg: DictConfig, resume_step: int | None = None):
     """Instantiate the run's pieces in a fixed order, announcing each: (datamodule, module, trainer).
     `resume_step`: TensorBoard drops events at or after it (a crashed run's tail that is redone)."""
@@ -131,14 +183,13 @@ def build(cfg: DictConfig, resume_step: int | None = None):
     module = Regressor(plain(cfg.model), plain(cfg.optimizer), plain(cfg.scheduler),
                        scaling=getattr(datamodule, "scaling", None))
     callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values()]
-    purge = {"purge_step": resume_step} if resume_step and "TensorBoard" in cfg.logger.get("_target_", "") else {}
-    logger = instantiate(cfg.logger, **purge) if cfg.logger else False
-    log.info("Trainer    %s epochs, callbacks %s, logger %s", cfg.trainer.max_epochs,
-             [type(c).__name__ for c in callbacks], type(logger).__name__ if logger else None)
+    loggers = [instantiate(c, **purge_step(c, resume_step)) for c in logger_configs(cfg.logger)]
+    log.info("Trainer    %s epochs, callbacks %s, loggers %s", cfg.trainer.max_epochs,
+             [type(c).__name__ for c in callbacks], [type(lg).__name__ for lg in loggers])
     # Lightning's default profiler costs ~0.1 ms an epoch when off; see callbacks.NoProfiler
     profiler = {} if cfg.trainer.get("profiler") else {"profiler": NoProfiler()}
     trainer = instantiate(
-        cfg.trainer, callbacks=callbacks, logger=logger,
+        cfg.trainer, callbacks=callbacks, logger=loggers or False,
         enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
         enable_progress_bar=any(isinstance(c, ProgressBar) for c in callbacks), **profiler)
     return datamodule, module, trainer
@@ -160,30 +211,80 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)")
 
 
-def train(cfg: DictConfig, checkpoint: dict | None = None, ckpt_path=None) -> float | None:
+def train(cfg: DictConfig, checkpoint: dict | None = None, ckpt_path=None):
     """Build the run from `cfg`, fit (continuing from `ckpt_path`, already loaded as `checkpoint`,
-    when resuming), and return the final value of `cfg.optimized_metric` (None when no
-    MetricsFile callback computed it). Raises RunStopped if the loss diverged or a signal came."""
+    when resuming), and return the Trainer, its module trained. Raises RunStopped if the loss
+    diverged or a signal came."""
     from hydrafit.callbacks import run_status
     from hydrafit.metrics import metric_names
 
     quiet_lightning()
     datamodule, module, trainer = build(cfg, resume_step=checkpoint and checkpoint["global_step"])
     if checkpoint is None:
-        log_hyperparameters(trainer.logger, cfg, metric_names(datamodule))
+        if cfg.get("lr_find"):
+            train_with_found_lr(cfg, module, datamodule, trainer)
+        log_hyperparameters(trainer.loggers, cfg, metric_names(datamodule))
     else:
         log.info("Resuming   from %s (epoch %d)", ckpt_path, checkpoint["epoch"])
+        if cfg.get("lr_find"):  # the lr the finder chose, as the checkpoint records it
+            use_found_lr(cfg, module, trainer, checkpoint["hyper_parameters"]["optimizer"]["lr"])
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     status, message = run_status(trainer)
     if status != "completed":
         raise RunStopped(status, message)
+    return trainer
 
+
+def train_with_found_lr(cfg: DictConfig, module, datamodule, trainer) -> None:
+    """lr_find=true: Lightning's learning-rate finder picks optimizer.lr (hydrafit.lr_finder)."""
+    from hydrafit.lr_finder import find_lr
+
+    lr = find_lr(module, datamodule, cfg.trainer, Path(HydraConfig.get().runtime.output_dir))
+    if lr is not None:
+        log.info("Training   with lr=%g, lr_find's suggestion (the configured optimizer.lr=%g is not used)",
+                 lr, cfg.optimizer.lr)
+        use_found_lr(cfg, module, trainer, lr)
+
+
+def use_found_lr(cfg: DictConfig, module, trainer, lr: float) -> None:
+    """Train with the lr lr_find found: the loggers' parameters show it, metrics.json records it."""
+    from hydrafit.callbacks import MetricsFile
+
+    module.hparams.optimizer["lr"] = cfg.optimizer.lr = lr
+    for callback in trainer.callbacks:
+        if isinstance(callback, MetricsFile):
+            callback.extra["lr_find/suggestion"] = lr
+
+
+def optimized_value(cfg: DictConfig, trainer) -> float | None:
+    """The final value of `cfg.optimized_metric`, which `hydrafit-train` returns to sweepers
+    (None when no MetricsFile callback computed it), announced with the run dir."""
     metric = trainer.callback_metrics.get(cfg.optimized_metric)
     if metric is None:
         return None
     log.info("%s = %.6g  (run dir: %s)", cfg.optimized_metric, float(metric),
              HydraConfig.get().runtime.output_dir)
     return float(metric)
+
+
+def run(cfg: DictConfig):
+    """What `hydrafit-train` and hydrafit.fit do with a composed job config: validate, then train
+    it, or continue the run `resume=` names. Returns (the config trained, the Trainer). An error
+    other than bad input or a stopped run is recorded in metrics.json, then raised."""
+    from hydrafit.config import ConfigError, validate
+
+    try:
+        validate(cfg)
+        if cfg.resume is None:
+            return cfg, train(cfg)
+        resumed, checkpoint, ckpt_path = resumed_run(cfg)
+        validate(resumed)
+        return resumed, train(resumed, checkpoint, ckpt_path)
+    except (ConfigError, RunStopped):
+        raise
+    except Exception as error:
+        record_failure(error)
+        raise
 
 
 def record_failure(error: BaseException) -> None:
@@ -257,16 +358,11 @@ def exits_without_teardown(entry):
 @explain_composition_errors  # model.hiden=3, model=transformer: one line, not Hydra's several
 @hydra.main(version_base="1.3", config_path="pkg://hydrafit.conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    from hydrafit.config import ConfigError, validate
+    from hydrafit.config import ConfigError
 
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
-        validate(cfg)
-        if cfg.resume is None:
-            return train(cfg)
-        resumed, checkpoint, ckpt_path = resumed_run(cfg)
-        validate(resumed)
-        return train(resumed, checkpoint, ckpt_path)
+        return optimized_value(*run(cfg))
     except RunStopped as stop:  # metrics.json already says diverged/interrupted
         if multirun:
             raise
@@ -279,9 +375,6 @@ def main(cfg: DictConfig) -> float | None:
         # A single run: one clear line, no traceback, nothing written beyond Hydra's .hydra/.
         print(f"hydrafit-train: error: {error}", file=sys.stderr)
         sys.exit(2)
-    except Exception as error:
-        record_failure(error)
-        raise
 
 
 if __name__ == "__main__":
