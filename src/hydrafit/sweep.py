@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 GRID_SWEEPERS = ("BasicSweeper", "ResumableSweeper")  # sweepers whose job list is known up front
 IGNORED_KEYS = ("resume_sweep", "hparams_search")     # overrides that say how, not what, a job ran
 NOT_METRICS = ("status", "error")
+# A job's ends that are results: a pruned trial (hparams_search=optuna) was stopped on purpose.
+FINISHED = ("completed", "pruned")
 
 
 def _hidden_dims(width, depth):
@@ -55,15 +57,18 @@ OmegaConf.register_new_resolver("hydrafit.tensorboard_version", _tensorboard_ver
 
 
 def register_sweeper() -> None:
-    """Make hydra/sweeper=resumable known to Hydra. Its plugin scan finds it in a regular install;
-    in an editable one setuptools' import hook hides src/hydra_plugins from pkgutil, so
-    hydrafit.train calls this (Hydra's documented manual registration) before Hydra composes."""
+    """Make hydra/sweeper=resumable and hydra/sweeper=optuna known to Hydra. Its plugin scan finds
+    them in a regular install; in an editable one setuptools' import hook hides src/hydra_plugins
+    from pkgutil, so hydrafit.train calls this (Hydra's documented manual registration) before
+    Hydra composes. Neither module imports Optuna: only a search does."""
     from hydra.core.plugins import Plugins
 
     plugins = Plugins.instance()  # the scan first: it re-executes modules it finds already imported
-    from hydra_plugins.hydrafit_sweeper.resumable_sweeper import ResumableSweeper  # stores its config
+    from hydra_plugins.hydrafit_sweeper.optuna_sweeper import OptunaSweeper  # these store their configs
+    from hydra_plugins.hydrafit_sweeper.resumable_sweeper import ResumableSweeper
 
     plugins.register(ResumableSweeper)
+    plugins.register(OptunaSweeper)
 
 
 @dataclass
@@ -72,7 +77,7 @@ class Job:
 
     num: int
     overrides: dict[str, str]
-    status: str = "missing"  # completed|failed|diverged|interrupted|running|incomplete|missing
+    status: str = "missing"  # completed|pruned|failed|diverged|interrupted|running|incomplete|missing
     metrics: dict[str, float] = field(default_factory=dict)
     error: str = ""
     wall_seconds: float | None = None
@@ -89,6 +94,7 @@ class Plan:
     overrides: dict[int, list[str]] = field(default_factory=dict)  # known up front for grids
     resumable: bool = False
     swept: list[str] | None = None                 # keys given as sweeps (a,b / interval(...))
+    trials: dict | None = None                     # an Optuna search: its study's trials by number
 
 
 def parse_overrides(overrides) -> dict[str, str]:
@@ -139,6 +145,13 @@ def read_plan(sweep_dir: Path) -> Plan:
         log.debug("cannot parse the sweep of %s: %s", sweep_dir, error)
     if sweeper.get("n_trials") is not None:
         plan.n_jobs = int(sweeper.n_trials)
+    from hydrafit.study import is_search
+
+    if is_search(sweeper):  # the study lists every trial, also other workers' (hydra.sweeper.join)
+        from hydrafit.study import storage_url, trial_jobs
+
+        plan.resumable, plan.n_jobs = True, None
+        plan.trials = trial_jobs(storage_url(sweeper.get("storage"), sweep_dir), str(sweeper.study_name))
     return plan
 
 
@@ -182,11 +195,26 @@ def read_job(num: int, job_dir: Path | None, planned: list[str] | None = None) -
 
 
 def collect(sweep_dir: Path, plan: Plan | None = None) -> list[Job]:
-    """Every job of the sweep, by number: the ones with a directory, and the planned ones without."""
+    """Every job of the sweep, by number: the ones with a directory, and the planned ones without;
+    for an Optuna search, every trial of its study, wherever its job directory is."""
     plan = plan or read_plan(sweep_dir)
     dirs = job_dirs(sweep_dir)
+    if plan.trials is not None:
+        return [trial_job(t, dirs.get(t.number)) for _, t in sorted(plan.trials.items())]
     numbers = sorted(set(dirs) | set(range(plan.n_jobs or 0)))
     return [read_job(n, dirs.get(n), plan.overrides.get(n)) for n in numbers]
+
+
+def trial_job(trial, job_dir: Path | None) -> Job:
+    """The Job of an Optuna trial: from its directory (this sweep's, or another worker's); from
+    the study alone where the directory is out of reach (another machine's disk)."""
+    from hydrafit.study import STATUS
+
+    job_dir = job_dir or Path(trial.user_attrs["job_dir"])
+    if job_dir.is_dir():
+        return read_job(trial.number, job_dir)
+    return Job(trial.number, {k.lstrip("+~"): str(v) for k, v in trial.params.items()},
+               STATUS.get(trial.state.name, "missing"))
 
 
 def swept_keys(jobs: list[Job], plan: Plan) -> list[str]:
@@ -271,7 +299,10 @@ def summary_md(sweep_dir: Path, jobs: list[Job], plan: Plan) -> str:
                *(j.metrics.get(m, "") for m in metrics), j.status,
                "" if j.wall_seconds is None else f"{j.wall_seconds:.1f}", j.error]
         lines.append("| " + " | ".join(_cell(v) for v in row) + " |")
-    return "\n".join([*lines, "", "![truth, data and prediction of each job](sweep.png)", ""])
+    from hydrafit.study import PICTURES  # an Optuna search's pictures, when it has ended
+
+    pictures = [f"![{name[:-4].replace('_', ' ')}]({name})" for name in PICTURES if (sweep_dir / name).is_file()]
+    return "\n".join([*lines, "", "![truth, data and prediction of each job](sweep.png)", *pictures, ""])
 
 
 def write_atomic(path: Path, data: str | bytes) -> None:
@@ -308,20 +339,20 @@ def label(job: Job, keys: list[str]) -> str:
 
 def announce(sweep_dir: Path, jobs: list[Job], plan: Plan, program: str) -> bool:
     """Say where the summary is and which job is best (stdout), and every job that did not
-    complete (stderr). True if every job completed."""
+    complete (stderr). True if every job completed (or was pruned)."""
     best, keys = best_job(jobs, plan), swept_keys(jobs, plan)
     print(f"{program}: sweep summary in {sweep_dir}/summary.md (also summary.csv, sweep.png): "
           f"{counts(jobs)}" + (f"; best {plan.metric} = {best.metrics[plan.metric]:.6g}: "
                                f"{label(best, keys)}" if best else ""), flush=True)
-    unfinished = [j for j in jobs if j.status != "completed"]
+    unfinished = [j for j in jobs if j.status not in FINISHED]
     if unfinished:
         print(f"{program}: {len(unfinished)} of {len(jobs)} jobs did not complete:", file=sys.stderr)
         for job in unfinished:
             print(f"  {label(job, keys)}: {job.status}" + (f": {job.error}" if job.error else ""),
                   file=sys.stderr)
         if plan.resumable:
-            print(f"{program}: run only those again with: hydrafit-train -m resume_sweep={sweep_dir}",
-                  file=sys.stderr)
+            again = "continue the search" if plan.trials is not None else "run only those again"
+            print(f"{program}: {again} with: hydrafit-train -m resume_sweep={sweep_dir}", file=sys.stderr)
     return not unfinished
 
 
@@ -337,7 +368,8 @@ def finish(sweep_dir: Path, program: str = "hydrafit-train") -> list[Job]:
 def report(argv: list[str] | None = None) -> int:
     """hydrafit-sweep-report <sweep dir>: rebuild summary.csv, summary.md and sweep.png from the
     job directories (of a finished, running or killed sweep) and print the table. Exit status
-    0 if every job completed, 1 if not, 2 if the directory is not a sweep."""
+    0 if every job completed (or was pruned), 1 if not, 2 if the directory is not a sweep. For
+    an Optuna search it lists every trial of the study, also other workers' (hydra.sweeper.join)."""
     parser = argparse.ArgumentParser(prog="hydrafit-sweep-report", description=report.__doc__)
     parser.add_argument("sweep_dir", type=Path, help="e.g. outputs/multiruns/2026-11-24_10-00-00")
     sweep_dir = parser.parse_args(argv).sweep_dir
@@ -363,10 +395,15 @@ def check_resume(config: DictConfig) -> None:
     sweep_dir = Path(str(resume))
     if not (sweep_dir / "multirun.yaml").is_file():
         fail(f"resume_sweep: '{resume}' is not a sweep directory (no multirun.yaml)")
-    if not read_plan(sweep_dir).resumable or not str(config.hydra.sweeper._target_).endswith(
-            ".ResumableSweeper"):
-        fail("resume_sweep: only grid sweeps of the default sweeper resume; an Optuna study "
-             "(in-memory storage) cannot continue")
+    plan = read_plan(sweep_dir)
+    if not plan.resumable:
+        fail(f"resume_sweep: '{resume}' was not swept by hydrafit's sweepers (resumable, optuna)")
+    if not str(config.hydra.sweeper._target_).endswith(".ResumableSweeper"):
+        fail("resume_sweep: a sweep resumes with the sweeper it recorded; drop hparams_search= "
+             "and hydra/sweeper=")
+    if plan.trials is None and config.hydra.sweeper.get("n_trials") is not None:
+        fail("hydra.sweeper.n_trials: only an Optuna search (hparams_search=optuna) has trials; "
+             "a resumed grid runs its own jobs")
     if Path(str(config.hydra.sweep.dir)).resolve() != sweep_dir.resolve():
         fail(f"resume_sweep: resumes into '{resume}'; drop hydra.sweep.dir={config.hydra.sweep.dir}")
     original = [str(o) for o in OmegaConf.load(sweep_dir / "multirun.yaml").hydra.overrides.task]
@@ -410,7 +447,9 @@ class SweepSummary(Callback):
         if config.hydra.mode != RunMode.MULTIRUN:
             return
         status, _, error = read_metrics(Path(config.hydra.runtime.output_dir) / "metrics.json")
-        if job_return.status == JobStatus.FAILED or status not in ("completed", "incomplete"):
+        if status == "pruned":
+            log.info("Job #%s pruned: %s", config.hydra.job.num, error)
+        elif job_return.status == JobStatus.FAILED or status not in ("completed", "incomplete"):
             log.error("Job #%s %s%s", config.hydra.job.num, status.replace("incomplete", "failed"),
                       f": {error}" if error else "")
         write_summary(Path(str(config.hydra.sweep.dir)), figure=False)
@@ -424,7 +463,7 @@ class SweepSummary(Callback):
         atexit.unregister(self._at_exit)
         jobs = finish(self.sweep_dir)
         # A job whose metrics.json records a failure; not one without metrics.json (callbacks=none).
-        if any(j.status not in ("completed", "incomplete") for j in jobs):
+        if any(j.status not in (*FINISHED, "incomplete") for j in jobs):
             sys.exit(1)
 
     def _at_exit(self) -> None:
