@@ -201,11 +201,10 @@ class OptunaSweeper(Sweeper):
                 log.warning("Trial #%d returned %r, not a number: failed", trial.number, result.return_value)
             study.tell(trial, value, state=TrialState.FAIL if value is None else TrialState.COMPLETE)
             return
-        try:
-            result.return_value
-        except Exception as error:  # Hydra hands the job's exception back through return_value
-            pruned = getattr(error, "status", None) == "pruned"
-            study.tell(trial, state=TrialState.PRUNED if pruned else TrialState.FAIL)
+        # The job's exception (train.RunStopped for a pruned run). Not through .return_value,
+        # which prints "Error executing job" on stderr: wrong for a pruned trial.
+        pruned = getattr(result._return_value, "status", None) == "pruned"
+        study.tell(trial, state=TrialState.PRUNED if pruned else TrialState.FAIL)
 
     def _record(self, study) -> None:
         """When the search ends: Optuna's pictures and the best trial (optimization_results.yaml)."""
