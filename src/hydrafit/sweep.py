@@ -462,8 +462,9 @@ class SweepSummary(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         atexit.unregister(self._at_exit)
         jobs = finish(self.sweep_dir)
-        # A job whose metrics.json records a failure; not one without metrics.json (callbacks=none).
-        if any(j.status not in (*FINISHED, "incomplete") for j in jobs):
+        # A job whose metrics.json records a failure; not one without metrics.json (callbacks=none),
+        # nor one still running (another worker's trial of a shared Optuna search).
+        if any(j.status not in (*FINISHED, "incomplete", "running") for j in jobs):
             sys.exit(1)
 
     def _at_exit(self) -> None:

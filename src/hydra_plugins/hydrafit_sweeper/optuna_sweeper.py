@@ -124,9 +124,11 @@ class OptunaSweeper(Sweeper):
         if existing is None and self.resume_from is not None:
             fail(f"resume_sweep: no study '{self.study_name}' in {self.url}: nothing to continue")
         sampler = dict(self.sampler)
-        if existing is not None and sampler.get("seed") is not None:
-            # A resumed or joining sampler must not replay the draws of the first one's seed.
-            sampler["seed"] = int(sampler["seed"]) + len(existing.trials) + os.getpid() * self.join
+        if self.join:  # workers started with one seed would all draw the same trials
+            sampler["seed"] = None
+        elif existing is not None and sampler.get("seed") is not None:
+            # A resumed sampler must not replay the first one's draws: a seed of its own, reproducible.
+            sampler["seed"] = int(sampler["seed"]) + len(existing.trials)
         return optuna.create_study(
             study_name=self.study_name, storage=storage(self.url), direction=self.direction,
             sampler=instantiate(sampler), pruner=make_pruner(self.pruner), load_if_exists=True)

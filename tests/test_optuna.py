@@ -1,0 +1,186 @@
+"""hparams_search=optuna on hydrafit's own sweeper: a study that persists, resumes (also after
+kill -9), is shared by several workers, prunes, and draws Optuna's pictures. Each test runs the real
+`hydrafit-train -m` from another directory and reads the study back with Optuna's own API.
+
+Run: .venv/bin/python -m pytest tests/test_optuna.py -q   (about 2 minutes on 2 cores)
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from conftest import BIN, read_metrics, run_cli
+from test_sweeps import png_size, readme, summary_rows, tree_stamps
+
+FAST = ["trainer.max_epochs=20", "callbacks.fit_plot.n_images=0"]
+
+
+def search(cwd: Path, sweep_dir: Path, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
+    """The README's `hydrafit-train -m hparams_search=optuna`, shortened, into `sweep_dir`."""
+    args = readme("hparams_search=optuna")
+    return run_cli(*args[1:], *FAST, *extra, f"hydra.sweep.dir={sweep_dir}", cwd=cwd, check=check)
+
+
+def resume(cwd: Path, sweep_dir: Path, *extra: str) -> subprocess.CompletedProcess:
+    return run_cli("-m", f"resume_sweep={sweep_dir}", *extra, cwd=cwd)
+
+
+def study(sweep_dir: Path, name: str = "hydrafit") -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
+
+
+def states(trials) -> list[str]:
+    return [t.state.name for t in trials]
+
+
+@pytest.fixture(scope="module")
+def extended(tmp_path_factory):
+    """A 4-trial search, then resume_sweep= with n_trials=6: (sweep dir, mtimes of the first 4
+    job dirs before the resume, the resume's process)."""
+    cwd = tmp_path_factory.mktemp("extended")
+    sweep_dir = cwd / "sweep"
+    search(cwd, sweep_dir, "hydra.sweeper.n_trials=4")
+    before = {n: tree_stamps(sweep_dir / str(n)) for n in range(4)}
+    time.sleep(0.01)
+    return sweep_dir, before, resume(cwd, sweep_dir, "hydra.sweeper.n_trials=6")
+
+
+def test_resume_with_more_trials_extends_the_study_and_keeps_the_first_jobs(extended):
+    sweep_dir, before, proc = extended
+    trials = study(sweep_dir).trials
+    assert [t.number for t in trials] == list(range(6)) and states(trials) == ["COMPLETE"] * 6
+    assert {n: tree_stamps(sweep_dir / str(n)) for n in range(4)} == before  # not a file touched
+    for trial in trials:
+        job = sweep_dir / str(trial.number)
+        assert trial.user_attrs["job_dir"] == str(job.resolve())
+        assert read_metrics(job)["status"] == "completed"
+        assert read_metrics(job)["truth/rmse"] == pytest.approx(trial.value, rel=1e-6)
+        assert read_metrics(job)["epochs"] == 20  # the search's own overrides, recorded
+    assert len({t.params["optimizer.lr"] for t in trials}) == 6
+    assert [r["status"] for r in summary_rows(sweep_dir)] == ["completed"] * 6
+    assert "6 jobs: 6 completed" in proc.stdout
+
+
+def test_the_ended_search_leaves_optuna_pictures_linked_from_the_summary(extended):
+    sweep_dir, _, _ = extended
+    from PIL import Image
+
+    for name in ("optimization_history.png", "param_importances.png"):
+        width, height = png_size(sweep_dir / name)
+        assert (width, height) == (800, 500) and (sweep_dir / name).stat().st_size > 10_000
+        with Image.open(sweep_dir / name) as image:  # a picture, not a blank canvas
+            assert len(image.convert("L").getcolors(maxcolors=1 << 16)) > 20
+        assert f"]({name})" in (sweep_dir / "summary.md").read_text()
+
+
+def wait_for(predicate, proc: subprocess.Popen, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+
+
+def running(job: Path) -> bool:
+    try:
+        return json.loads((job / "metrics.json").read_text())["status"] == "running"
+    except (OSError, ValueError):
+        return False
+
+
+def test_search_killed_mid_trial_resumes_failing_and_re_asking_that_trial(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    args = readme("hparams_search=optuna")
+    proc = subprocess.Popen([str(BIN / args[0]), *args[1:], *FAST, "trainer.max_epochs=300",
+                             "hydra.sweeper.n_trials=3", f"hydra.sweep.dir={sweep_dir}"], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(lambda: running(sweep_dir / "1"), proc)  # trial 1 is training
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert states(study(sweep_dir).trials) == ["COMPLETE", "RUNNING"]
+    killed_params = study(sweep_dir).trials[1].params
+
+    resume(tmp_path, sweep_dir)
+    trials = study(sweep_dir).trials
+    assert states(trials) == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]  # n_trials=3 finished
+    assert trials[2].params == killed_params and trials[2].user_attrs["retry_of"] == 1
+    assert sorted(p.name for p in sweep_dir.iterdir() if p.name.isdigit()) == ["0", "2", "3"]
+    (attempt,) = (sweep_dir / "previous_attempts").iterdir()  # what the killed trial left
+    assert attempt.name.startswith("1_") and running(attempt)
+    assert [(r["job"], r["status"]) for r in summary_rows(sweep_dir)] == [
+        ("0", "completed"), ("2", "completed"), ("3", "completed")]
+
+
+def test_two_workers_share_one_study_and_one_sweep_dir(tmp_path):
+    """Two processes, one sqlite study, one sweep directory (hydra.sweeper.join=true): n_trials=6
+    finished trials in all, none run twice, job numbers (trial numbers) never collide."""
+    sweep_dir = tmp_path / "shared"
+    args = readme("hparams_search=optuna")
+    command = [str(BIN / args[0]), *args[1:], *FAST, "hydra.sweeper.n_trials=6", "hydra.sweeper.join=true",
+               f"hydra.sweep.dir={sweep_dir}"]
+    workers = [subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True) for _ in range(2)]
+    for worker in workers:
+        _, stderr = worker.communicate(timeout=600)
+        assert worker.returncode == 0, stderr[-3000:]
+    trials = study(sweep_dir).trials
+    finished = [t for t in trials if t.state.name == "COMPLETE"]
+    assert len(finished) == 6 and all(t.user_attrs.get("surplus") for t in trials if t not in finished)
+    assert len({tuple(sorted(t.params.items())) for t in finished}) == 6  # no trial run twice
+    for trial in finished:
+        job = sweep_dir / str(trial.number)
+        assert read_metrics(job)["status"] == "completed" and (job / "checkpoints" / "last.ckpt").is_file()
+        assert read_metrics(job)["truth/rmse"] == pytest.approx(trial.value, rel=1e-6)
+        assert trial.user_attrs["job_dir"] == str(job.resolve())
+    print("trials per worker:", {w: sum(t.user_attrs["worker"] == w for t in finished)
+                                 for w in {t.user_attrs["worker"] for t in finished}})
+
+    proc = run_cli(str(sweep_dir), cwd=tmp_path, script="hydrafit-sweep-report")
+    assert sorted(int(r["job"]) for r in summary_rows(sweep_dir)) == sorted(t.number for t in finished)
+    assert "6 jobs: 6 completed" in proc.stdout
+
+
+def test_workers_with_their_own_sweep_dirs_report_the_whole_study(tmp_path):
+    """The default layout: each worker its own sweep directory, the study in a shared storage;
+    either directory's report lists every trial with its job directory."""
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    common = [f"hydra.sweeper.storage={storage}", "hydra.sweeper.join=true", "hydra.sweeper.study_name=shared"]
+    search(tmp_path, tmp_path / "a", "hydra.sweeper.n_trials=1", *common)
+    search(tmp_path, tmp_path / "b", "hydra.sweeper.n_trials=2", *common)  # joins: 1 trial more
+    assert [p.name for p in (tmp_path / "b").iterdir() if p.name.isdigit()] == ["1"]
+    run_cli(str(tmp_path / "b"), cwd=tmp_path, script="hydrafit-sweep-report")
+    rows = summary_rows(tmp_path / "b")
+    assert [(r["job"], r["status"]) for r in rows] == [(str(n), "completed") for n in range(2)]
+    trials = optuna.load_study(study_name="shared", storage=storage).trials
+    assert [float(r["truth/rmse"]) for r in rows] == pytest.approx([t.value for t in trials], rel=1e-6)
+
+    proc = search(tmp_path, tmp_path / "c", *common[:1], common[2], check=False)  # without join
+    assert proc.returncode == 2 and not (tmp_path / "c" / "0").exists()
+    assert "hydrafit-train: error: hydra.sweeper.study_name: a study 'shared' already exists" in proc.stderr
+
+
+def test_a_pruned_trial_keeps_its_results_and_is_not_a_failure(tmp_path):
+    """A pruner that must stop lr=1e-5 (truth/rmse still > 1 at epoch 10) and never lr=0.03."""
+    sweep_dir = tmp_path / "sweep"
+    proc = search(tmp_path, sweep_dir, "hydra.sweeper.n_trials=4", "optimizer.lr=choice(0.03,0.00001)",
+                  "trainer.max_epochs=30", "hydra.sweeper.pruner={_target_:optuna.pruners.ThresholdPruner,upper:1.0}")
+    assert proc.returncode == 0 and "Error executing job" not in proc.stderr
+    trials = study(sweep_dir).trials
+    assert {t.params["optimizer.lr"]: t.state.name for t in trials} == {0.03: "COMPLETE", 1e-05: "PRUNED"}
+    rows = summary_rows(sweep_dir)
+    for trial, row in zip(trials, rows):
+        metrics = read_metrics(sweep_dir / str(trial.number))
+        if trial.state.name == "PRUNED":
+            assert metrics["status"] == row["status"] == "pruned" and metrics["epochs"] == 10
+            assert trial.intermediate_values[10] > 1.0 and metrics["truth/rmse"] > 1.0
+            assert "pruned by Optuna at epoch 10" in metrics["error"]
+            assert (sweep_dir / str(trial.number) / "checkpoints" / "last.ckpt").is_file()
+        else:
+            assert metrics["status"] == row["status"] == "completed" and metrics["epochs"] == 30
+    assert "completed, " in proc.stdout and " pruned" in proc.stdout and "did not complete" not in proc.stderr
