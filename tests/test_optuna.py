@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -17,19 +18,22 @@ import optuna
 import pytest
 
 from conftest import BIN, read_metrics, run_cli
-from test_sweeps import png_size, readme, summary_rows, tree_stamps
+from test_sweeps import PLACEHOLDER, png_size, readme, summary_rows, tree_stamps
 
 FAST = ["trainer.max_epochs=20", "callbacks.fit_plot.n_images=0"]
 
 
 def search(cwd: Path, sweep_dir: Path, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
     """The README's `hydrafit-train -m hparams_search=optuna`, shortened, into `sweep_dir`."""
-    args = readme("hparams_search=optuna")
+    args = readme("hydrafit-train -m hparams_search=optuna")
     return run_cli(*args[1:], *FAST, *extra, f"hydra.sweep.dir={sweep_dir}", cwd=cwd, check=check)
 
 
 def resume(cwd: Path, sweep_dir: Path, *extra: str) -> subprocess.CompletedProcess:
-    return run_cli("-m", f"resume_sweep={sweep_dir}", *extra, cwd=cwd)
+    """The README's resume of a search (`resume_sweep=<dir> hydra.sweeper.n_trials=40`), with
+    `extra` overrides after it (n_trials= replaces the README's 40)."""
+    args = readme(f"resume_sweep={PLACEHOLDER} hydra.sweeper.n_trials=")
+    return run_cli(*[a.replace(PLACEHOLDER, str(sweep_dir)) for a in args[1:]], *extra, cwd=cwd)
 
 
 def study(sweep_dir: Path, name: str = "hydrafit") -> optuna.Study:
@@ -96,39 +100,45 @@ def running(job: Path) -> bool:
 
 def test_search_killed_mid_trial_resumes_failing_and_re_asking_that_trial(tmp_path):
     sweep_dir = tmp_path / "sweep"
-    args = readme("hparams_search=optuna")
+    args = readme("hydrafit-train -m hparams_search=optuna")
     proc = subprocess.Popen([str(BIN / args[0]), *args[1:], *FAST, "trainer.max_epochs=300",
-                             "hydra.sweeper.n_trials=3", f"hydra.sweep.dir={sweep_dir}"], cwd=tmp_path,
+                             "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={sweep_dir}"], cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for(lambda: running(sweep_dir / "1"), proc)  # trial 1 is training
+    wait_for(lambda: running(sweep_dir / "0"), proc)  # trial 0 is training
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert states(study(sweep_dir).trials) == ["COMPLETE", "RUNNING"]
-    killed_params = study(sweep_dir).trials[1].params
+    assert states(study(sweep_dir).trials) == ["RUNNING"]
+    killed_params = study(sweep_dir).trials[0].params
 
-    resume(tmp_path, sweep_dir)
+    resume(tmp_path, sweep_dir, "hydra.sweeper.n_trials=2")
     trials = study(sweep_dir).trials
-    assert states(trials) == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]  # n_trials=3 finished
-    assert trials[2].params == killed_params and trials[2].user_attrs["retry_of"] == 1
-    assert sorted(p.name for p in sweep_dir.iterdir() if p.name.isdigit()) == ["0", "2", "3"]
+    assert states(trials) == ["FAIL", "COMPLETE", "COMPLETE"]  # n_trials=2 finished
+    assert trials[1].params == killed_params and trials[1].user_attrs["retry_of"] == 0
+    assert sorted(p.name for p in sweep_dir.iterdir() if p.name.isdigit()) == ["1", "2"]
     (attempt,) = (sweep_dir / "previous_attempts").iterdir()  # what the killed trial left
-    assert attempt.name.startswith("1_") and running(attempt)
-    assert [(r["job"], r["status"]) for r in summary_rows(sweep_dir)] == [
-        ("0", "completed"), ("2", "completed"), ("3", "completed")]
+    assert attempt.name.startswith("0_") and running(attempt)
+    assert [(r["job"], r["status"]) for r in summary_rows(sweep_dir)] == [("1", "completed"), ("2", "completed")]
 
 
-def test_two_workers_share_one_study_and_one_sweep_dir(tmp_path):
-    """Two processes, one sqlite study, one sweep directory (hydra.sweeper.join=true): n_trials=6
-    finished trials in all, none run twice, job numbers (trial numbers) never collide."""
-    sweep_dir = tmp_path / "shared"
-    args = readme("hparams_search=optuna")
-    command = [str(BIN / args[0]), *args[1:], *FAST, "hydra.sweeper.n_trials=6", "hydra.sweeper.join=true",
-               f"hydra.sweep.dir={sweep_dir}"]
-    workers = [subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True) for _ in range(2)]
-    for worker in workers:
-        _, stderr = worker.communicate(timeout=600)
-        assert worker.returncode == 0, stderr[-3000:]
+@pytest.fixture(scope="module")
+def workers(tmp_path_factory):
+    """The README's recipe: two workers started together into one sweep directory (one sqlite
+    study, hydra.sweeper.join=true), n_trials=6. Returns the sweep directory."""
+    cwd = tmp_path_factory.mktemp("workers")
+    sweep_dir = cwd / "shared"
+    args = readme("hydra.sweeper.join=true")
+    command = [str(BIN / args[0]), *args[1:], *FAST, "hydra.sweeper.n_trials=6", f"hydra.sweep.dir={sweep_dir}"]
+    procs = [subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    for proc in procs:
+        _, stderr = proc.communicate(timeout=900)
+        assert proc.returncode == 0, stderr[-3000:]
+    return sweep_dir
+
+
+def test_two_workers_share_one_study_and_one_sweep_dir(workers):
+    """6 finished trials in all, none run twice, job numbers (trial numbers) never collide."""
+    sweep_dir = workers
     trials = study(sweep_dir).trials
     finished = [t for t in trials if t.state.name == "COMPLETE"]
     assert len(finished) == 6 and all(t.user_attrs.get("surplus") for t in trials if t not in finished)
@@ -141,28 +151,26 @@ def test_two_workers_share_one_study_and_one_sweep_dir(tmp_path):
     print("trials per worker:", {w: sum(t.user_attrs["worker"] == w for t in finished)
                                  for w in {t.user_attrs["worker"] for t in finished}})
 
-    proc = run_cli(str(sweep_dir), cwd=tmp_path, script="hydrafit-sweep-report")
+    proc = run_cli(str(sweep_dir), cwd=sweep_dir.parent, script="hydrafit-sweep-report")
     assert sorted(int(r["job"]) for r in summary_rows(sweep_dir)) == sorted(t.number for t in finished)
     assert "6 jobs: 6 completed" in proc.stdout
 
 
-def test_workers_with_their_own_sweep_dirs_report_the_whole_study(tmp_path):
-    """The default layout: each worker its own sweep directory, the study in a shared storage;
-    either directory's report lists every trial with its job directory."""
-    storage = f"sqlite:///{tmp_path / 'study.db'}"
-    common = [f"hydra.sweeper.storage={storage}", "hydra.sweeper.join=true", "hydra.sweeper.study_name=shared"]
-    search(tmp_path, tmp_path / "a", "hydra.sweeper.n_trials=1", *common)
-    search(tmp_path, tmp_path / "b", "hydra.sweeper.n_trials=2", *common)  # joins: 1 trial more
-    assert [p.name for p in (tmp_path / "b").iterdir() if p.name.isdigit()] == ["1"]
-    run_cli(str(tmp_path / "b"), cwd=tmp_path, script="hydrafit-sweep-report")
-    rows = summary_rows(tmp_path / "b")
-    assert [(r["job"], r["status"]) for r in rows] == [(str(n), "completed") for n in range(2)]
-    trials = optuna.load_study(study_name="shared", storage=storage).trials
-    assert [float(r["truth/rmse"]) for r in rows] == pytest.approx([t.value for t in trials], rel=1e-6)
+def test_a_worker_with_its_own_sweep_dir_reports_the_whole_study(workers, tmp_path):
+    """The other layout: a worker keeps its own sweep directory; its report lists every trial
+    of the study, with the other workers' job directories. Without join=true it is refused."""
+    storage = f"hydra.sweeper.storage=sqlite:///{workers / 'optuna.db'}"
+    proc = search(tmp_path, tmp_path / "own", "hydra.sweeper.n_trials=7", storage, check=False)
+    assert proc.returncode == 2 and not (tmp_path / "own" / "0").exists()
+    assert "hydrafit-train: error: hydra.sweeper.study_name: a study 'hydrafit' already exists" in proc.stderr
 
-    proc = search(tmp_path, tmp_path / "c", *common[:1], common[2], check=False)  # without join
-    assert proc.returncode == 2 and not (tmp_path / "c" / "0").exists()
-    assert "hydrafit-train: error: hydra.sweeper.study_name: a study 'shared' already exists" in proc.stderr
+    search(tmp_path, tmp_path / "own", "hydra.sweeper.n_trials=7", storage, "hydra.sweeper.join=true")
+    assert [p.name for p in (tmp_path / "own").iterdir() if p.name.isdigit()] == ["6"]  # 1 trial more
+    run_cli(str(tmp_path / "own"), cwd=tmp_path, script="hydrafit-sweep-report")
+    trials = [t for t in study(workers).trials if t.state.name == "COMPLETE"]
+    rows = summary_rows(tmp_path / "own")
+    assert [(int(r["job"]), r["status"]) for r in rows] == [(t.number, "completed") for t in trials]
+    assert [float(r["truth/rmse"]) for r in rows] == pytest.approx([t.value for t in trials], rel=1e-6)
 
 
 def test_a_pruned_trial_keeps_its_results_and_is_not_a_failure(tmp_path):
@@ -184,3 +192,16 @@ def test_a_pruned_trial_keeps_its_results_and_is_not_a_failure(tmp_path):
         else:
             assert metrics["status"] == row["status"] == "completed" and metrics["epochs"] == 30
     assert "completed, " in proc.stdout and " pruned" in proc.stdout and "did not complete" not in proc.stderr
+
+
+def test_the_sweeps_extra_installs_no_scipy():
+    """hydra-optuna-sweeper (optuna<3) installed scipy, and Lightning's torchmetrics imports
+    scipy.signal whenever it is there: ~1.5 s of every run's start (README, Sweeps)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from conftest import REPO
+
+    if Path(sys.prefix).resolve() != (REPO / ".venv").resolve():
+        pytest.skip("outside the Makefile's .venv, other packages may have installed scipy")
+    with pytest.raises(PackageNotFoundError):
+        version("scipy")

@@ -170,6 +170,8 @@ def check_training(cfg: DictConfig) -> None:
         raise ConfigError("optimizer=lbfgs needs full batches: set dataset.batch_size=null")
     if cfg.callbacks and "fit_plot" in cfg.callbacks:
         _number(cfg, "callbacks.fit_plot.n_images", Integral, low=0)
+    if cfg.callbacks and "optuna_pruning" in cfg.callbacks:  # hparams_search=optuna
+        _number(cfg, "callbacks.optuna_pruning.every_n_epochs", Integral, low=1)
 
 
 def check_multirun_strategy(trainer: DictConfig) -> None:
