@@ -165,9 +165,9 @@ def test_a_worker_with_its_own_sweep_dir_reports_the_whole_study(workers, tmp_pa
     assert "hydrafit-train: error: hydra.sweeper.study_name: a study 'hydrafit' already exists" in proc.stderr
 
     search(tmp_path, tmp_path / "own", "hydra.sweeper.n_trials=7", storage, "hydra.sweeper.join=true")
-    assert [p.name for p in (tmp_path / "own").iterdir() if p.name.isdigit()] == ["6"]  # 1 trial more
-    run_cli(str(tmp_path / "own"), cwd=tmp_path, script="hydrafit-sweep-report")
     trials = [t for t in study(workers).trials if t.state.name == "COMPLETE"]
+    assert [p.name for p in (tmp_path / "own").iterdir() if p.name.isdigit()] == [str(trials[-1].number)]
+    run_cli(str(tmp_path / "own"), cwd=tmp_path, script="hydrafit-sweep-report")  # 7 trials, 1 here
     rows = summary_rows(tmp_path / "own")
     assert [(int(r["job"]), r["status"]) for r in rows] == [(t.number, "completed") for t in trials]
     assert [float(r["truth/rmse"]) for r in rows] == pytest.approx([t.value for t in trials], rel=1e-6)
@@ -177,7 +177,8 @@ def test_a_pruned_trial_keeps_its_results_and_is_not_a_failure(tmp_path):
     """A pruner that must stop lr=1e-5 (truth/rmse still > 1 at epoch 10) and never lr=0.03."""
     sweep_dir = tmp_path / "sweep"
     proc = search(tmp_path, sweep_dir, "hydra.sweeper.n_trials=4", "optimizer.lr=choice(0.03,0.00001)",
-                  "trainer.max_epochs=30", "hydra.sweeper.pruner={_target_:optuna.pruners.ThresholdPruner,upper:1.0}")
+                  "trainer.max_epochs=30", "callbacks.optuna_pruning.every_n_epochs=10",
+                  "hydra.sweeper.pruner={_target_:optuna.pruners.ThresholdPruner,upper:1.0}")
     assert proc.returncode == 0 and "Error executing job" not in proc.stderr
     trials = study(sweep_dir).trials
     assert {t.params["optimizer.lr"]: t.state.name for t in trials} == {0.03: "COMPLETE", 1e-05: "PRUNED"}
@@ -205,3 +206,16 @@ def test_the_sweeps_extra_installs_no_scipy():
         pytest.skip("outside the Makefile's .venv, other packages may have installed scipy")
     with pytest.raises(PackageNotFoundError):
         version("scipy")
+
+
+@pytest.mark.parametrize("override,message", [
+    ("hydra.sweeper.pruner=mean", "hydra.sweeper.pruner: 'mean' is not a pruner; use one of none, median, hyperband"),
+    ("hydra.sweeper.direction=down", "hydra.sweeper.direction must be minimize or maximize, got 'down'"),
+    ("hydra.sweeper.n_trials=0", "hydra.sweeper.n_trials must be an integer >= 1, got 0"),
+])
+def test_bad_search_settings_are_refused_in_one_line(tmp_path, override, message):
+    proc = search(tmp_path, tmp_path / "sweep", override, check=False)
+    line = proc.stderr.strip()
+    assert proc.returncode == 2 and line.startswith(f"hydrafit-train: error: {message}"), proc.stderr[-2000:]
+    assert line.count("\n") == 0
+    assert not (tmp_path / "sweep" / "optuna.db").exists() and not (tmp_path / "sweep" / "0").exists()

@@ -211,7 +211,7 @@ def draw_pictures(study, sweep_dir: Path) -> list[str]:
             figure.savefig(Path(sweep_dir) / name, dpi=100)
             plt.close(figure)
             written.append(name)
-        except (ValueError, RuntimeError, ZeroDivisionError) as error:
+        except Exception as error:  # a picture must not fail a search that has ended
             log.warning("%s not drawn: %s", name, error)
     return written
 

@@ -70,7 +70,7 @@ class OptunaSweeper(Sweeper):
     def __init__(self, n_trials: int, n_jobs: int, direction: str, study_name: str,
                  storage: Optional[str], join: bool, pruner: Any, sampler: Any,
                  params: Optional[Dict[str, str]] = None):
-        self.n_trials, self.n_jobs, self.direction = int(n_trials), max(1, int(n_jobs)), direction
+        self.n_trials, self.n_jobs, self.direction = n_trials, n_jobs, direction
         self.study_name, self.storage, self.join = study_name, storage, bool(join)
         plain = lambda node: OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
         self.pruner, self.sampler, self.params = plain(pruner), dict(plain(sampler)), plain(params) or {}
@@ -85,6 +85,23 @@ class OptunaSweeper(Sweeper):
         from hydrafit.study import storage_url
 
         self.url = storage_url(self.storage, self.sweep_dir)
+        self._check()
+
+    def _check(self) -> None:
+        """Refuse bad settings in one line (exit 2) before a study is created."""
+        from hydrafit.preflight import fail
+        from hydrafit.study import make_pruner
+
+        for key in ("n_trials", "n_jobs"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                fail(f"hydra.sweeper.{key} must be an integer >= 1, got {value!r}")
+        if self.direction not in ("minimize", "maximize"):
+            fail(f"hydra.sweeper.direction must be minimize or maximize, got {self.direction!r}")
+        try:
+            make_pruner(self.pruner)
+        except Exception as error:  # a name we do not know, or a node Hydra cannot instantiate
+            fail(str(error) if isinstance(error, ValueError) else f"hydra.sweeper.pruner: {error}")
 
     def sweep(self, arguments: List[str]) -> None:
         from hydrafit.study import counts, search_space
