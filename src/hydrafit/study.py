@@ -177,6 +177,8 @@ def trial_jobs(url: str, name: str) -> dict:
     """Trial number -> FrozenTrial of every trial of the study that got a job directory, except
     the ones retried under another number (killed with their sweep, see the sweeper's resume).
     None if the study cannot be read."""
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).is_file():
+        return None  # opening it would create an empty database
     try:
         study = load(url, name)
     except Exception as error:  # a storage out of reach: the local job directories still tell

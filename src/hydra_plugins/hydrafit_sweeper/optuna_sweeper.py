@@ -104,12 +104,14 @@ class OptunaSweeper(Sweeper):
             fail(str(error) if isinstance(error, ValueError) else f"hydra.sweeper.pruner: {error}")
 
     def sweep(self, arguments: List[str]) -> None:
+        from hydrafit.preflight import fail
         from hydrafit.study import counts, search_space
         from hydrafit.sweep import parse_sweep
 
-        parsed = parse_sweep([a for a in arguments if not a.startswith("resume_sweep=")],
-                             self.params, self.hydra_context.config_loader)
-        space, fixed = search_space(parsed)
+        try:
+            space, fixed = search_space(parse_sweep(arguments, self.params, self.hydra_context.config_loader))
+        except ValueError as error:  # shuffle(), glob(): nothing Optuna can sample
+            fail(str(error))
         study = self._open_study()
         if self.resume_from is not None:
             self._retry_killed(study)
