@@ -167,9 +167,9 @@ def trial(url: str, name: str, number: int, pruner=None):
     """The live optuna.Trial `number` of study `name`, to report to and ask whether to prune."""
     import optuna
 
-    study = load(url, name, pruner)
-    trial_id = study._storage.get_trial_id_from_study_id_trial_number(  # Optuna has no public
-        study._study_id, number)                                         # lookup by number
+    store = storage(url)
+    study = optuna.load_study(study_name=name, storage=store, pruner=make_pruner(pruner))
+    trial_id = store.get_trial_id_from_study_id_trial_number(store.get_study_id_from_name(name), number)
     return optuna.trial.Trial(study, trial_id)
 
 
@@ -191,7 +191,7 @@ def trial_jobs(url: str, name: str) -> dict:
     return {t.number: t for t in trials if "job_dir" in t.user_attrs and t.number not in retried}
 
 
-def draw_pictures(study, sweep_dir: Path) -> list[str]:
+def draw_pictures(study, sweep_dir: Path, metric: str = "Objective Value") -> list[str]:
     """Optuna's optimisation history and parameter importances (its matplotlib plots) as PNGs in
     the sweep directory; returns the names written. A picture Optuna cannot draw yet (importances
     need 2 finished trials that differ) is skipped with a warning."""
@@ -206,7 +206,7 @@ def draw_pictures(study, sweep_dir: Path) -> list[str]:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # ExperimentalWarning: the matplotlib backend
-                axes = getattr(plots, plot)(study)
+                axes = getattr(plots, plot)(study, target_name=metric)
             figure = axes.figure
             figure.set_size_inches(8, 5)
             figure.tight_layout()

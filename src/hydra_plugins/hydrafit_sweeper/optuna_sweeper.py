@@ -232,7 +232,7 @@ class OptunaSweeper(Sweeper):
         from hydrafit.study import draw_pictures
 
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
-        draw_pictures(study, self.sweep_dir)
+        draw_pictures(study, self.sweep_dir, str(self.config.get("optimized_metric", "Objective Value")))
         try:
             best = study.best_trial
         except ValueError:  # no completed trial
