@@ -219,3 +219,28 @@ def test_bad_search_settings_are_refused_in_one_line(tmp_path, override, message
     assert proc.returncode == 2 and line.startswith(f"hydrafit-train: error: {message}"), proc.stderr[-2000:]
     assert line.count("\n") == 0
     assert not (tmp_path / "sweep" / "optuna.db").exists() and not (tmp_path / "sweep" / "0").exists()
+
+
+def test_hydra_sweep_grammar_maps_to_optuna_distributions():
+    """The grammar users write in hydra.sweeper.params, as Optuna distributions (in-process)."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    from hydrafit.study import search_space
+    from hydrafit.sweep import parse_sweep
+
+    space, fixed = search_space(parse_sweep(
+        ["optimizer.lr=tag(log, interval(0.001, 0.1))", "mlp_shape.width=int(interval(8, 64))",
+         "mlp_shape.depth=range(1,4)", "x=range(0,1,0.25)", "model.activation=relu,tanh",
+         "model.hidden_dims=choice([8],[16])", "+y=choice(1,2)", "trainer.max_epochs=3"]))
+    assert space == {
+        "optimizer.lr": FloatDistribution(0.001, 0.1, log=True),
+        "mlp_shape.width": IntDistribution(8, 64),
+        "mlp_shape.depth": IntDistribution(1, 3),
+        "x": FloatDistribution(0.0, 0.75, step=0.25),
+        "model.activation": CategoricalDistribution(["relu", "tanh"]),
+        "model.hidden_dims": CategoricalDistribution(["[8]", "[16]"]),
+        "+y": CategoricalDistribution([1, 2]),
+    }
+    assert fixed == ["trainer.max_epochs=3"]
+    with pytest.raises(ValueError, match="shuffle"):
+        search_space(parse_sweep(["x=shuffle(1,2)"]))
