@@ -174,12 +174,15 @@ def test_a_worker_with_its_own_sweep_dir_reports_the_whole_study(workers, tmp_pa
 
 
 def test_a_pruned_trial_keeps_its_results_and_is_not_a_failure(tmp_path):
-    """A pruner that must stop lr=1e-5 (truth/rmse still > 1 at epoch 10) and never lr=0.03."""
+    """A pruner that must stop lr=1e-5 (truth/rmse still > 1 at epoch 10) and never lr=0.03.
+    Trials asked two at a time (n_jobs=2): each pair goes to the launcher as one batch."""
     sweep_dir = tmp_path / "sweep"
-    proc = search(tmp_path, sweep_dir, "hydra.sweeper.n_trials=4", "optimizer.lr=choice(0.03,0.00001)",
+    proc = search(tmp_path, sweep_dir, "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2",
+                  "optimizer.lr=choice(0.03,0.00001)",
                   "trainer.max_epochs=30", "callbacks.optuna_pruning.every_n_epochs=10",
                   "hydra.sweeper.pruner={_target_:optuna.pruners.ThresholdPruner,upper:1.0}")
     assert proc.returncode == 0 and "Error executing job" not in proc.stderr
+    assert proc.stdout.count("Launching 2 jobs locally") == 2  # Hydra's basic launcher, per batch
     trials = study(sweep_dir).trials
     assert {t.params["optimizer.lr"]: t.state.name for t in trials} == {0.03: "COMPLETE", 1e-05: "PRUNED"}
     rows = summary_rows(sweep_dir)
