@@ -38,8 +38,8 @@ def sweep_commands() -> list[str]:
 
 
 def readme(pattern: str) -> list[str]:
-    """The arguments of the one README sweep command that contains `pattern`."""
-    lines = [c for c in sweep_commands() if pattern in c]
+    """The arguments of the README sweep command that is `pattern`, or of the one that contains it."""
+    lines = [c for c in sweep_commands() if c == pattern] or [c for c in sweep_commands() if pattern in c]
     assert len(lines) == 1, (pattern, lines)
     return shlex.split(lines[0])
 
@@ -156,7 +156,8 @@ def test_resume_reruns_only_the_jobs_without_a_completed_result(diverging, tmp_p
     before = tree_stamps(sweep_dir / "0")
     time.sleep(0.01)
 
-    proc = run_cli(*with_dir(readme("resume_sweep="), sweep_dir)[1:], cwd=tmp_path, check=False)
+    proc = run_cli(*with_dir(readme(f"hydrafit-train -m resume_sweep={PLACEHOLDER}"), sweep_dir)[1:],
+                   cwd=tmp_path, check=False)
     assert proc.returncode == 1, proc.stderr[-3000:]  # job 3 diverges again
     assert "1 of 4 jobs completed; running #1 #2 #3" in proc.stdout
     assert tree_stamps(sweep_dir / "0") == before  # not a file or directory of job 0 touched
@@ -196,7 +197,8 @@ def test_ctrl_c_stops_the_sweep_after_the_current_job_and_leaves_a_summary(tmp_p
 @pytest.mark.parametrize("args,message", [
     (["-m", "resume_sweep=NOT_A_SWEEP"], "is not a sweep directory (no multirun.yaml)"),
     (["-m", "resume_sweep=SWEEP", "optimizer.lr=0.5"], "a resumed sweep runs its own overrides"),
-    (["-m", "resume_sweep=SWEEP", "hparams_search=optuna"], "only grid sweeps of the default sweeper"),
+    (["-m", "resume_sweep=SWEEP", "hparams_search=optuna"], "a sweep resumes with the sweeper it recorded"),
+    (["-m", "resume_sweep=SWEEP", "hydra.sweeper.n_trials=9"], "only an Optuna search (hparams_search=optuna) has trials"),
     (["resume_sweep=SWEEP"], "run it with -m (--multirun)"),
 ])
 def test_resume_refuses_what_cannot_continue_the_sweep(diverging, tmp_path, args, message):
@@ -205,7 +207,8 @@ def test_resume_refuses_what_cannot_continue_the_sweep(diverging, tmp_path, args
     before = tree_stamps(original)
     proc = run_cli(*args, cwd=tmp_path, check=False)
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-2000:]
-    assert proc.stderr.strip().count("\n") == 0 and proc.stderr.startswith("hydrafit-train: error: resume_sweep: ")
+    assert proc.stderr.strip().count("\n") == 0 and proc.stderr.startswith(
+        ("hydrafit-train: error: resume_sweep: ", "hydrafit-train: error: hydra.sweeper.n_trials: "))
     assert tree_stamps(original) == before and not (tmp_path / "outputs").exists()
 
 
@@ -262,7 +265,7 @@ def test_joblib_sweep_runs_jobs_in_worker_processes(tmp_path):
 
 def test_optuna_trials_search_lr_width_depth_activation_and_appear_like_jobs(tmp_path):
     sweep_dir = tmp_path / "sweep"
-    proc = run_sweep(readme("hparams_search=optuna"), tmp_path, sweep_dir, "hydra.sweeper.n_trials=3")
+    proc = run_sweep(readme("hydrafit-train -m hparams_search=optuna"), tmp_path, sweep_dir, "hydra.sweeper.n_trials=3")
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = summary_rows(sweep_dir)
     assert list(rows[0])[:6] == ["job", "optimizer.lr", "mlp_shape.width", "mlp_shape.depth",
@@ -280,10 +283,10 @@ def test_optuna_trials_search_lr_width_depth_activation_and_appear_like_jobs(tmp
 
 
 def test_optuna_search_goes_on_after_failed_trials_and_exits_nonzero(tmp_path):
-    """lr drawn from {-1, 0.01}: validation refuses -1, those trials fail, the search goes on.
-    Optuna's sweeper raises nothing then (max_failure_rate=1): the summary callback exits 1."""
+    """lr drawn from {-1, 0.01}: validation refuses -1, those trials fail, the search goes on
+    (n_trials asks at most; a resume would replace the failed ones): the summary callback exits 1."""
     sweep_dir = tmp_path / "sweep"
-    proc = run_sweep(readme("hparams_search=optuna"), tmp_path, sweep_dir, "hydra.sweeper.n_trials=4",
+    proc = run_sweep(readme("hydrafit-train -m hparams_search=optuna"), tmp_path, sweep_dir, "hydra.sweeper.n_trials=4",
                      "optimizer.lr=choice(-1,0.01)")
     assert proc.returncode == 1
     rows = summary_rows(sweep_dir)
@@ -292,7 +295,8 @@ def test_optuna_search_goes_on_after_failed_trials_and_exits_nonzero(tmp_path):
     assert all(r["optimizer.lr"] == "-1" for r in failed)
     assert all(r["error"] == "ConfigError: optimizer.lr must be > 0, got -1" for r in failed)
     assert all(r["optimizer.lr"] == "0.01" and float(r["truth/rmse"]) > 0 for r in rows if r not in failed)
-    assert f"{len(failed)} of 4 jobs did not complete" in proc.stderr and "resume_sweep" not in proc.stderr
+    assert f"{len(failed)} of 4 jobs did not complete" in proc.stderr
+    assert f"continue the search with: hydrafit-train -m resume_sweep={sweep_dir}" in proc.stderr
     assert "Traceback" not in proc.stderr  # the sweep ended normally; the exit status says it failed
 
 
@@ -355,7 +359,8 @@ def test_tensorboard_shows_each_job_as_a_run_named_by_number_and_overrides(grid)
 
 
 def test_readme_sweeps_section_is_what_these_tests_run():
-    """Every command of the section is exercised above; the extra installs what it names."""
+    """Every command of the section is exercised above or in test_optuna.py; the extra installs
+    what it names."""
     assert sorted(sweep_commands()) == sorted([
         'pip install "hydrafit[sweeps]"',
         "hydrafit-train -m optimizer.lr=0.003,0.01,0.03 model.hidden_dims=[8],[16],[32]",
@@ -365,14 +370,17 @@ def test_readme_sweeps_section_is_what_these_tests_run():
         f"hydrafit-sweep-report {PLACEHOLDER}",
         "hydrafit-train -m hydra/launcher=joblib hydra.launcher.n_jobs=2 optimizer.lr=0.01,0.03",
         "hydrafit-train -m hparams_search=optuna",
+        f"hydrafit-train -m resume_sweep={PLACEHOLDER} hydra.sweeper.n_trials=40",  # tests/test_optuna.py
+        "hydrafit-train -m hparams_search=optuna hydra.sweeper.join=true hydra.sweep.dir=outputs/search",
         f"tensorboard --logdir {PLACEHOLDER}",
     ])
     import tomllib
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     assert {d.split(">")[0] for d in project["optional-dependencies"]["sweeps"]} == {
-        "hydra-joblib-launcher", "hydra-optuna-sweeper", "hydra-submitit-launcher"}
+        "hydra-joblib-launcher", "hydra-submitit-launcher", "optuna"}
     assert project["scripts"]["hydrafit-sweep-report"] == "hydrafit.sweep:report"
     assert '-e ".[dev,sweeps]"' in (REPO / "Makefile").read_text()
     from importlib.metadata import version
-    for plugin in ("hydra-joblib-launcher", "hydra-optuna-sweeper", "hydra-submitit-launcher"):
+    for plugin in ("hydra-joblib-launcher", "hydra-submitit-launcher", "optuna"):
         assert version(plugin)  # installed here, as `make test` does
+    assert int(version("optuna").split(".")[0]) >= 4

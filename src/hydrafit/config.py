@@ -195,6 +195,8 @@ def check_training(cfg: DictConfig) -> None:
     if cfg.get("lr_find") and cfg.optimizer._target_.endswith("LBFGS"):
         raise ConfigError("lr_find: Lightning's learning-rate finder raises the lr at every optimizer "
                           "step, which L-BFGS's line search does not follow; use it with adam, adamw or sgd")
+    if cfg.callbacks and "optuna_pruning" in cfg.callbacks:  # hparams_search=optuna
+        _number(cfg, "callbacks.optuna_pruning.every_n_epochs", Integral, low=1)
 
 
 def check_multirun_strategy(trainer: DictConfig) -> None:

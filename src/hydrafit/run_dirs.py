@@ -92,12 +92,15 @@ def ddp_child(config) -> bool:
 
 def refuse_existing(config, key: str) -> None:
     """An explicit hydra.run.dir / hydra.sweep.dir that already holds a run or a sweep is refused
-    (ConfigError), or with `overwrite=true` emptied first; nothing else is touched."""
+    (ConfigError), or with `overwrite=true` emptied first; nothing else is touched. Joining an
+    Optuna search is the one case where an existing sweep dir is accepted as it is."""
     from hydrafit.config import ConfigError
 
     given = given_dir(config, key)
     if given is None or ddp_child(config) or not Path(given).is_dir():
         return
+    if key == "hydra.sweep.dir" and config.hydra.sweeper.get("join"):
+        return  # a worker joining an Optuna search in a shared sweep dir (hydra.sweeper.join=true)
     held = holds_results(Path(given))
     if held is None:
         return

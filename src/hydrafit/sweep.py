@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import csv
+import dataclasses
 import functools
 import io
 import json
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 GRID_SWEEPERS = ("BasicSweeper", "ResumableSweeper")  # sweepers whose job list is known up front
 IGNORED_KEYS = ("resume_sweep", "hparams_search")     # overrides that say how, not what, a job ran
 NOT_METRICS = ("status", "error")
+# A job's ends that are results: a pruned trial (hparams_search=optuna) was stopped on purpose.
+FINISHED = ("completed", "pruned")
 
 
 def _hidden_dims(width, depth):
@@ -58,15 +61,18 @@ OmegaConf.register_new_resolver("hydrafit.tensorboard_version", _tensorboard_ver
 
 
 def register_sweeper() -> None:
-    """Make hydra/sweeper=resumable known to Hydra. Its plugin scan finds it in a regular install;
-    in an editable one setuptools' import hook hides src/hydra_plugins from pkgutil, so
-    hydrafit.train calls this (Hydra's documented manual registration) before Hydra composes."""
+    """Make hydra/sweeper=resumable and hydra/sweeper=optuna known to Hydra. Its plugin scan finds
+    them in a regular install; in an editable one setuptools' import hook hides src/hydra_plugins
+    from pkgutil, so hydrafit.train calls this (Hydra's documented manual registration) before
+    Hydra composes. Neither module imports Optuna: only a search does."""
     from hydra.core.plugins import Plugins
 
     plugins = Plugins.instance()  # the scan first: it re-executes modules it finds already imported
-    from hydra_plugins.hydrafit_sweeper.resumable_sweeper import ResumableSweeper  # stores its config
+    from hydra_plugins.hydrafit_sweeper.optuna_sweeper import OptunaSweeper  # these store their configs
+    from hydra_plugins.hydrafit_sweeper.resumable_sweeper import ResumableSweeper
 
     plugins.register(ResumableSweeper)
+    plugins.register(OptunaSweeper)
 
 
 @dataclass
@@ -75,7 +81,7 @@ class Job:
 
     num: int
     overrides: dict[str, str]
-    status: str = "missing"  # completed|failed|diverged|interrupted|running|incomplete|missing
+    status: str = "missing"  # completed|pruned|failed|diverged|interrupted|running|incomplete|missing
     metrics: dict[str, float] = field(default_factory=dict)
     error: str = ""
     wall_seconds: float | None = None
@@ -93,6 +99,8 @@ class Plan:
     overrides: dict[int, list[str]] = field(default_factory=dict)  # known up front for grids
     resumable: bool = False
     swept: list[str] | None = None                 # keys given as sweeps (a,b / interval(...))
+    trials: dict | None = None                     # an Optuna search: its study's trials by number
+    study: tuple[str, str] | None = None           # an Optuna search: (storage URL, study name)
 
 
 def parse_overrides(overrides) -> dict[str, str]:
@@ -126,7 +134,12 @@ def read_plan(sweep_dir: Path) -> Plan:
         stat = (sweep_dir / "multirun.yaml").stat()
     except OSError:
         return Plan()
-    return _plan_of(sweep_dir / "multirun.yaml", stat.st_mtime_ns, stat.st_size)
+    plan = _plan_of(sweep_dir / "multirun.yaml", stat.st_mtime_ns, stat.st_size)
+    if plan.study is None:
+        return plan
+    from hydrafit.study import trial_jobs  # the study lists every trial, also other workers'
+
+    return dataclasses.replace(plan, trials=trial_jobs(*plan.study))
 
 
 @functools.lru_cache(maxsize=8)
@@ -150,6 +163,13 @@ def _plan_of(path: Path, mtime_ns: int, size: int) -> Plan:
         log.debug("cannot parse the sweep of %s: %s", path.parent, error)
     if sweeper.get("n_trials") is not None:
         plan.n_jobs = int(sweeper.n_trials)
+    from hydrafit.study import is_search
+
+    if is_search(sweeper):  # read_plan asks the study for its trials (hydra.sweeper.join: all workers')
+        from hydrafit.study import storage_url
+
+        plan.resumable, plan.n_jobs = True, None
+        plan.study = (storage_url(sweeper.get("storage"), path.parent), str(sweeper.study_name))
     return plan
 
 
@@ -202,23 +222,26 @@ def read_job(num: int, job_dir: Path | None, planned: list[str] | None = None) -
 # their rendered table rows: SweepSummary rereads only the job that just ended, so the work between
 # two jobs does not grow with the jobs done (rereading every job dir after every job took 2 s a
 # job by job 1,000; benchmarks/sweep_overhead.py).
-FINISHED = ("completed", "failed", "diverged", "interrupted", "pruned")
+SETTLED = ("completed", "failed", "diverged", "interrupted", "pruned")  # kept until rerun
 _known_jobs: dict[Path, dict[int, Job]] = {}
 
 
 def collect(sweep_dir: Path, plan: Plan | None = None, reuse: bool = False) -> list[Job]:
-    """Every job of the sweep, by number: the ones with a directory, and the planned ones without.
-    `reuse`: take finished and not-yet-started jobs as this process read them before (a job
-    directory that appeared since is read); see update_after_job."""
+    """Every job of the sweep, by number: the ones with a directory, and the planned ones without;
+    for an Optuna search, every trial of its study, wherever its job directory is. `reuse`: take
+    settled and not-yet-started jobs of a grid as this process read them before (a job directory
+    that appeared since is read); see update_after_job."""
     plan = plan or read_plan(sweep_dir)
     numbers = job_numbers(sweep_dir)
+    if plan.trials is not None:
+        return [trial_job(t, sweep_dir / str(n) if n in numbers else None) for n, t in sorted(plan.trials.items())]
     known = _known_jobs.setdefault(sweep_dir, {}) if reuse else {}
     jobs = []
     for n in sorted(numbers | set(range(plan.n_jobs or 0))):
         job = known.get(n)
         if job is None or (job.status == "missing" and n in numbers):
             job = read_job(n, sweep_dir / str(n) if n in numbers else None, plan.overrides.get(n))
-        if reuse and (job.status in FINISHED or job.status == "missing"):
+        if reuse and (job.status in SETTLED or job.status == "missing"):
             known[n] = job
         jobs.append(job)
     return jobs
@@ -229,6 +252,18 @@ def update_after_job(sweep_dir: Path, num: int) -> None:
     and the other finished jobs as this process last read them (benchmarks/sweep_overhead.py)."""
     _known_jobs.get(sweep_dir, {}).pop(num, None)
     write_summary(sweep_dir, figure=False, reuse=True)
+
+
+def trial_job(trial, job_dir: Path | None) -> Job:
+    """The Job of an Optuna trial: from its directory (this sweep's, or another worker's); from
+    the study alone where the directory is out of reach (another machine's disk)."""
+    from hydrafit.study import STATUS
+
+    job_dir = job_dir or Path(trial.user_attrs["job_dir"])
+    if job_dir.is_dir():
+        return read_job(trial.number, job_dir)
+    return Job(trial.number, {k.lstrip("+~"): str(v) for k, v in trial.params.items()},
+               STATUS.get(trial.state.name, "missing"))
 
 
 def swept_keys(jobs: list[Job], plan: Plan) -> list[str]:
@@ -330,7 +365,10 @@ def summary_md(sweep_dir: Path, jobs: list[Job], plan: Plan) -> str:
     columns = (*keys, *metrics)
     lines += [("| ★ | " if j is best else "|  | ") + rendered(j, "md", columns, row)
               for j in order]
-    return "\n".join([*lines, "", "![truth, data and prediction of each job](sweep.png)", ""])
+    from hydrafit.study import PICTURES  # an Optuna search's pictures, when it has ended
+
+    pictures = [f"![{name[:-4].replace('_', ' ')}]({name})" for name in PICTURES if (sweep_dir / name).is_file()]
+    return "\n".join([*lines, "", "![truth, data and prediction of each job](sweep.png)", *pictures, ""])
 
 
 @dataclass
@@ -436,20 +474,20 @@ def label(job: Job, keys: list[str]) -> str:
 
 def announce(sweep_dir: Path, jobs: list[Job], plan: Plan, program: str) -> bool:
     """Say where the summary is and which job is best (stdout), and every job that did not
-    complete (stderr). True if every job completed."""
+    complete (stderr). True if every job completed (or was pruned)."""
     best, keys = best_job(jobs, plan), swept_keys(jobs, plan)
     print(f"{program}: sweep summary in {sweep_dir}/summary.md (also summary.csv, sweep.png): "
           f"{counts(jobs)}" + (f"; best {plan.metric} = {best.metrics[plan.metric]:.6g}: "
                                f"{label(best, keys)}" if best else ""), flush=True)
-    unfinished = [j for j in jobs if j.status != "completed"]
+    unfinished = [j for j in jobs if j.status not in FINISHED]
     if unfinished:
         print(f"{program}: {len(unfinished)} of {len(jobs)} jobs did not complete:", file=sys.stderr)
         for job in unfinished:
             print(f"  {label(job, keys)}: {job.status}" + (f": {job.error}" if job.error else ""),
                   file=sys.stderr)
         if plan.resumable:
-            print(f"{program}: run only those again with: hydrafit-train -m resume_sweep={sweep_dir}",
-                  file=sys.stderr)
+            again = "continue the search" if plan.trials is not None else "run only those again"
+            print(f"{program}: {again} with: hydrafit-train -m resume_sweep={sweep_dir}", file=sys.stderr)
     return not unfinished
 
 
@@ -465,7 +503,8 @@ def finish(sweep_dir: Path, program: str = "hydrafit-train") -> list[Job]:
 def report(argv: list[str] | None = None) -> int:
     """hydrafit-sweep-report <sweep dir>: rebuild summary.csv, summary.md and sweep.png from the
     job directories (of a finished, running or killed sweep) and print the table. Exit status
-    0 if every job completed, 1 if not, 2 if the directory is not a sweep."""
+    0 if every job completed (or was pruned), 1 if not, 2 if the directory is not a sweep. For
+    an Optuna search it lists every trial of the study, also other workers' (hydra.sweeper.join)."""
     parser = argparse.ArgumentParser(prog="hydrafit-sweep-report", description=report.__doc__)
     parser.add_argument("sweep_dir", type=Path, help="e.g. outputs/multiruns/2026-11-24_10-00-00")
     sweep_dir = parser.parse_args(argv).sweep_dir
@@ -491,10 +530,15 @@ def check_resume(config: DictConfig) -> None:
     sweep_dir = Path(str(resume))
     if not (sweep_dir / "multirun.yaml").is_file():
         fail(f"resume_sweep: '{resume}' is not a sweep directory (no multirun.yaml)")
-    if not read_plan(sweep_dir).resumable or not str(config.hydra.sweeper._target_).endswith(
-            ".ResumableSweeper"):
-        fail("resume_sweep: only grid sweeps of the default sweeper resume; an Optuna study "
-             "(in-memory storage) cannot continue")
+    plan = read_plan(sweep_dir)
+    if not plan.resumable:
+        fail(f"resume_sweep: '{resume}' was not swept by hydrafit's sweepers (resumable, optuna)")
+    if not str(config.hydra.sweeper._target_).endswith(".ResumableSweeper"):
+        fail("resume_sweep: a sweep resumes with the sweeper it recorded; drop hparams_search= "
+             "and hydra/sweeper=")
+    if plan.trials is None and config.hydra.sweeper.get("n_trials") is not None:
+        fail("hydra.sweeper.n_trials: only an Optuna search (hparams_search=optuna) has trials; "
+             "a resumed grid runs its own jobs")
     if Path(str(config.hydra.sweep.dir)).resolve() != sweep_dir.resolve():
         fail(f"resume_sweep: resumes into '{resume}'; drop hydra.sweep.dir={config.hydra.sweep.dir}")
     original = [str(o) for o in OmegaConf.load(sweep_dir / "multirun.yaml").hydra.overrides.task]
@@ -550,7 +594,9 @@ class SweepSummary(Callback):
         if config.hydra.mode != RunMode.MULTIRUN:
             return
         status, _, error = read_metrics(Path(config.hydra.runtime.output_dir) / "metrics.json")
-        if job_return.status == JobStatus.FAILED or status not in ("completed", "incomplete"):
+        if status == "pruned":
+            log.info("Job #%s pruned: %s", config.hydra.job.num, error)
+        elif job_return.status == JobStatus.FAILED or status not in ("completed", "incomplete"):
             log.error("Job #%s %s%s", config.hydra.job.num, status.replace("incomplete", "failed"),
                       f": {error}" if error else "")
         update_after_job(Path(str(config.hydra.sweep.dir)), int(config.hydra.job.num))
@@ -565,8 +611,9 @@ class SweepSummary(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         atexit.unregister(self._at_exit)
         jobs = finish(self.sweep_dir)
-        # A job whose metrics.json records a failure; not one without metrics.json (callbacks=none).
-        if any(j.status not in ("completed", "incomplete") for j in jobs):
+        # A job whose metrics.json records a failure; not one without metrics.json (callbacks=none),
+        # nor one still running (another worker's trial of a shared Optuna search).
+        if any(j.status not in (*FINISHED, "incomplete", "running") for j in jobs):
             sys.exit(1)
 
     def _at_exit(self) -> None:

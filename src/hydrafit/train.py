@@ -42,6 +42,9 @@ class RunStopped(RuntimeError):
         super().__init__(message)
         self.status = status
 
+    def __reduce__(self):  # pickled back from joblib workers with its status (an Optuna sweeper
+        return RunStopped, (self.status, str(self))  # tells pruned from failed by it)
+
 
 def plain(node) -> dict | None:
     """A config node as resolved plain containers (what checkpoints may hold), None if empty."""

@@ -3,10 +3,13 @@ continue a sweep in its own directory.
 
     hydrafit-train -m optimizer.lr=0.003,0.01,0.03 model.hidden_dims=[8],[16]   # as BasicSweeper
     hydrafit-train -m resume_sweep=outputs/multiruns/<date>_<time>              # only what is left
+    hydrafit-train -m resume_sweep=<an Optuna search's dir> hydra.sweeper.n_trials=40  # more trials
 
 Resuming rebuilds the job list from the sweep's multirun.yaml and launches only the jobs without a
 `completed` metrics.json, under their own job numbers (so into their own directories), with
 whatever launcher is configured now (e.g. hydra/launcher=joblib). Completed jobs are not touched.
+A search of hydra/sweeper=optuna (hparams_search=optuna) is handed to that sweeper, built from the
+search's record with its n_trials replaced by this command's hydra.sweeper.n_trials, if given.
 hydrafit.sweep.check_resume has refused a resume_sweep= that cannot work before this runs.
 """
 # No `from __future__ import annotations`: Hydra's plugin scan executes this module before it is
@@ -31,6 +34,7 @@ class ResumableSweeperConf:
     _target_: str = "hydra_plugins.hydrafit_sweeper.resumable_sweeper.ResumableSweeper"
     max_batch_size: Optional[int] = None
     params: Optional[Dict[str, str]] = None
+    n_trials: Optional[int] = None  # resume_sweep= of an Optuna search: its new number of trials
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="resumable", node=ResumableSweeperConf,
@@ -47,14 +51,17 @@ class ResumableSweeper(Sweeper):
     Wraps a BasicSweeper rather than subclassing it: Hydra's plugin scan re-executes the module
     of its core plugins, which would leave a subclass pointing at a stale BasicSweeper."""
 
-    def __init__(self, max_batch_size: Optional[int] = None, params: Optional[Dict[str, str]] = None):
+    def __init__(self, max_batch_size: Optional[int] = None, params: Optional[Dict[str, str]] = None,
+                 n_trials: Optional[int] = None):
         from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
         self.grid = BasicSweeper(max_batch_size=max_batch_size, params=params)
+        self.n_trials = n_trials
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
               config: DictConfig) -> None:
         self.grid.setup(hydra_context=hydra_context, task_function=task_function, config=config)
+        self.task_function = task_function
 
     def sweep(self, arguments: List[str]) -> Any:
         resume = next((a.split("=", 1)[1] for a in arguments if a.startswith("resume_sweep=")), None)
@@ -64,14 +71,16 @@ class ResumableSweeper(Sweeper):
 
         sweep_dir = Path(str(self.grid.config.hydra.sweep.dir))
         original = OmegaConf.load(sweep_dir / "multirun.yaml")
+        stamp = time.strftime("%Y-%m-%d_%H-%M-%S")  # this invocation's record, next to the original
+        OmegaConf.save(self.grid.config, sweep_dir / f"multirun.resume_{stamp}.yaml")
+        if str(original.hydra.sweeper._target_).endswith(".OptunaSweeper"):
+            return self._search(original, sweep_dir)
         jobs = self._grid(original.hydra.overrides.task, original.hydra.sweeper.get("params"))
         done = {n for n, d in job_dirs(sweep_dir).items()
                 if read_metrics(d / "metrics.json")[0] == "completed"}
         todo = [n for n in range(len(jobs)) if n not in done]
         log.info("Resuming %s: %d of %d jobs completed; running %s", sweep_dir, len(jobs) - len(todo),
                  len(jobs), " ".join(f"#{n}" for n in todo) or "none")
-        stamp = time.strftime("%Y-%m-%d_%H-%M-%S")  # this invocation's record, next to the original
-        OmegaConf.save(self.grid.config, sweep_dir / f"multirun.resume_{stamp}.yaml")
         returns = []
         for block in consecutive_runs(todo):
             self._set_aside(sweep_dir, block)
@@ -82,6 +91,21 @@ class ResumableSweeper(Sweeper):
             for result in results:
                 _ = result.return_value  # raise the first failure, as BasicSweeper does
         return returns
+
+    def _search(self, original: DictConfig, sweep_dir: Path) -> Any:
+        """Continue the Optuna search recorded in `original` (its multirun.yaml) with its own
+        sweeper settings and overrides, and the launcher configured now."""
+        from hydra.utils import instantiate
+
+        settings = OmegaConf.to_container(original.hydra.sweeper, resolve=False)
+        settings["sampler"] = OmegaConf.to_container(original.hydra.sweeper.sampler, resolve=True)
+        if self.n_trials is not None:
+            settings["n_trials"] = self.n_trials
+        search = instantiate(settings, _convert_="all")
+        search.resume_from = sweep_dir
+        search.setup(hydra_context=self.grid.hydra_context, task_function=self.task_function,
+                     config=self.grid.config)
+        return search.sweep([str(o) for o in original.hydra.overrides.task])
 
     def _grid(self, task_overrides, params) -> List[List[str]]:
         from hydrafit.sweep import grid_jobs
