@@ -379,7 +379,7 @@ def test_readme_sweeps_section_is_what_these_tests_run():
     assert {d.split(">")[0] for d in project["optional-dependencies"]["sweeps"]} == {
         "hydra-joblib-launcher", "hydra-submitit-launcher", "optuna"}
     assert project["scripts"]["hydrafit-sweep-report"] == "hydrafit.sweep:report"
-    assert '-e ".[dev,sweeps]"' in (REPO / "Makefile").read_text()
+    assert '-e ".[dev,sweeps,mlflow]"' in (REPO / "Makefile").read_text()
     from importlib.metadata import version
     for plugin in ("hydra-joblib-launcher", "hydra-submitit-launcher", "optuna"):
         assert version(plugin)  # installed here, as `make test` does
