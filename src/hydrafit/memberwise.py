@@ -112,11 +112,6 @@ class Memberwise(torch.optim.Optimizer):
         return fma(grad, self._member(-h["lr"], p), p)
 
 
-def fma(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-    """a * b + c rounded once, as torch's CPU kernels compute `add(alpha=)` and `addcmul`
-    (a fused multiply-add): in float64, where the product of two float32 numbers is exact."""
-    return torch.addcmul(c.double(), a.double(), b.double()).to(c.dtype)
-
     def member_state(self, k: int) -> dict:
         """Member k's optimizer state in torch.optim's own format ({param index: state}), for a
         torch.optim optimizer of the member's plain net to load (a one-member checkpoint)."""
@@ -131,3 +126,9 @@ def fma(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
                 out[i] = {"step": torch.tensor(float(self.steps)), "exp_avg": state["exp_avg"][k].clone(),
                           "exp_avg_sq": state["exp_avg_sq"][k].clone()}
         return out
+
+
+def fma(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """a * b + c rounded once, as torch's CPU kernels compute `add(alpha=)` and `addcmul`
+    (a fused multiply-add): in float64, where the product of two float32 numbers is exact."""
+    return torch.addcmul(c.double(), a.double(), b.double()).to(c.dtype)

@@ -55,15 +55,18 @@ OmegaConf.register_new_resolver("hydrafit.tensorboard_version", _tensorboard_ver
 
 
 def register_sweeper() -> None:
-    """Make hydra/sweeper=resumable known to Hydra. Its plugin scan finds it in a regular install;
-    in an editable one setuptools' import hook hides src/hydra_plugins from pkgutil, so
-    hydrafit.train calls this (Hydra's documented manual registration) before Hydra composes."""
+    """Make hydra/sweeper=resumable and hydra/launcher=vectorized known to Hydra. Its plugin scan
+    finds them in a regular install; in an editable one setuptools' import hook hides
+    src/hydra_plugins from pkgutil, so hydrafit.train calls this (Hydra's documented manual
+    registration) before Hydra composes."""
     from hydra.core.plugins import Plugins
 
     plugins = Plugins.instance()  # the scan first: it re-executes modules it finds already imported
     from hydra_plugins.hydrafit_sweeper.resumable_sweeper import ResumableSweeper  # stores its config
+    from hydra_plugins.hydrafit_sweeper.vectorized_launcher import VectorizedLauncher
 
     plugins.register(ResumableSweeper)
+    plugins.register(VectorizedLauncher)
 
 
 @dataclass
