@@ -369,6 +369,8 @@ def member_task(member: Member | None, outcome: Outcome | None, k: int, size: in
     """The Hydra task of population member k: writes its run directory (write_member) and
     returns its optimized metric, as hydrafit.train.main returns a single run's."""
     def task(cfg: DictConfig):
+        log.info("Dataset    %s", cfg.dataset._target_)
+        log.info("Model      %s, optimizer %s", cfg.model._target_, cfg.optimizer._target_)
         log.info("Trained as member %d of a population of %d in one fit of %.1f s (hydra/launcher=vectorized)",
                  k, size, outcome.seconds)
         return write_member(member, outcome, k)

@@ -22,7 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, open_dict, read_write
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +40,14 @@ ConfigStore.instance().store(group="hydra/launcher", name="vectorized", node=Vec
 
 
 class VectorizedLauncher(Launcher):
+    composes_jobs_first = True  # every job of a batch, before any starts (ResumableSweeper reads it)
+
     def __init__(self, max_population: Optional[int] = None) -> None:
         self.max_population = max_population
         self.config: Optional[DictConfig] = None
         self.task_function: Optional[TaskFunction] = None
         self.hydra_context: Optional[HydraContext] = None
+        self.compositions: dict = {}  # config-group overrides -> their composed config (compose)
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
@@ -71,9 +74,33 @@ class VectorizedLauncher(Launcher):
         return [r for r in returns if r is not None]
 
     def compose(self, overrides: List[str], idx: int) -> DictConfig:
-        """A job's config, as BasicLauncher composes it."""
+        """A job's config, as BasicLauncher composes it (load_sweep_config), except that jobs whose
+        config-group choices are the same share one composition of them: each job is a copy with
+        its own value overrides (optimizer.lr=, seed=) applied by Hydra's own override code, as
+        load_configuration applies them. A composition costs ~0.25 s on this project's CPU (two
+        minutes for 480 jobs); a copy with its values ~10 ms. The override records
+        (hydra.overrides, hydra.job.override_dirname) are the job's own, as Hydra writes them."""
+        from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
         log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
-        config = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
+        parsed = OverridesParser.create().parse_overrides(overrides)
+        choices = self.config.hydra.runtime.choices
+        groups = tuple(o.input_line for o in parsed if o.key_or_group in choices or o.package is not None)
+        if groups not in self.compositions:
+            self.compositions[groups] = self.hydra_context.config_loader.load_sweep_config(self.config, list(groups))
+        config = copy.deepcopy(self.compositions[groups])
+        values = [o for o in parsed if o.input_line not in groups]
+        ConfigLoaderImpl._apply_overrides_to_config(values, config)  # private: Hydra's own semantics of =, +, ~, ++
+        task = [o for o in parsed if not o.is_hydra_override()]
+        with open_dict(config.hydra):
+            config.hydra.overrides.task = [o.input_line for o in task]
+            config.hydra.overrides.hydra = [*self.config.hydra.overrides.hydra,
+                                            *(o.input_line for o in parsed if o.is_hydra_override())]
+            naming = config.hydra.job.config.override_dirname
+            config.hydra.job.override_dirname = get_overrides_dirname(
+                overrides=task, kv_sep=naming.kv_sep, item_sep=naming.item_sep, exclude_keys=naming.exclude_keys)
+        OmegaConf.copy_cache(from_config=self.config, to_config=config)  # as load_sweep_config
         with open_dict(config):
             config.hydra.job.id = idx
             config.hydra.job.num = idx
