@@ -334,6 +334,9 @@ def test_readme_sweeps_section_is_what_these_tests_run():
         "hydrafit-train -m hydra/launcher=joblib hydra.launcher.n_jobs=2 optimizer.lr=0.01,0.03",
         "hydrafit-train -m hparams_search=optuna",
         f"tensorboard --logdir {PLACEHOLDER}",
+        # run by tests/test_population.py
+        "hydrafit-train -m hydra/launcher=vectorized optimizer.lr=0.01,0.03 seed=1,2,3,4",
+        "hydrafit-train -m hydra/launcher=vectorized optimizer=sgd optimizer.lr=0.01,100,-1 model.hidden_dims=[8],[16]",
     ])
     import tomllib
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
