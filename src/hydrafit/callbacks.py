@@ -34,18 +34,26 @@ def write_json_atomic(path: Path, data: dict) -> None:
 def draw_fit(net, datamodule, epoch: int, fig=None):
     """The truth / data / prediction / baseline figure of `net` on `datamodule`; given `fig`,
     an earlier one of them, only its prediction and title are redrawn (refit_figure)."""
+    if datamodule.truth is None:
+        return draw_data_fit(net, datamodule, epoch, fig)
+    arguments = fit_arguments(net, datamodule, epoch)
+    if fig is not None:
+        return refit_figure(fig, arguments["prediction"], arguments["title"])
+    return fit_figure(**arguments)
+
+
+def fit_arguments(net, datamodule, epoch: int) -> dict:
+    """plotting.fit_figure's arguments for `net` on `datamodule` (data with a true function),
+    as numpy arrays: a population's members are drawn in worker processes that need no torch."""
     dm, grid = datamodule, datamodule.grid()
-    if dm.truth is None:
-        return draw_data_fit(net, dm, epoch, fig)
     truth, prediction, baseline = dm.truth(grid), predict(net, grid), dm.baseline
     rmse = torch.sqrt(torch.mean((prediction - truth) ** 2)).item()
-    if fig is not None:
-        return refit_figure(fig, prediction.ravel(), f"epoch {epoch}: truth RMSE {rmse:.4f}")
-    return fit_figure(
-        grid.ravel(), truth.ravel(), dm.x_train.cpu().ravel(), dm.y_train.cpu().ravel(),
-        prediction.ravel(), None if baseline is None else baseline(grid.double()).ravel(),
+    return dict(
+        grid=grid.ravel().numpy(), truth=truth.ravel().numpy(), x=dm.x_train.cpu().ravel().numpy(),
+        y=dm.y_train.cpu().ravel().numpy(), prediction=prediction.ravel().numpy(),
+        baseline=None if baseline is None else baseline(grid.double()).ravel().numpy(),
         title=f"epoch {epoch}: truth RMSE {rmse:.4f}", truth_label=str(dm.truth),
-        x_val=dm.x_val.cpu().ravel(), y_val=dm.y_val.cpu().ravel())
+        x_val=dm.x_val.cpu().ravel().numpy(), y_val=dm.y_val.cpu().ravel().numpy())
 
 
 def draw_data_fit(net, datamodule, epoch: int, fig=None):

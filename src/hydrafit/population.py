@@ -16,11 +16,14 @@ single run would: metrics.json, fit.png, TensorBoard, checkpoints/last.ckpt, tra
 """
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import copy
 import itertools
 import json
 import logging
 import math
+import multiprocessing
 import os
 import time
 from dataclasses import dataclass, field
@@ -365,7 +368,38 @@ def fit(members: list[Member], sweep_dir: Path) -> Outcome:
         interrupted=stopper.received if stopper else None)
 
 
-def member_task(member: Member | None, outcome: Outcome | None, k: int, size: int):
+def load_results(members: list[Member], outcome: Outcome) -> None:
+    """Each member's final weights into its own net (the single-run module metrics, plots and
+    checkpoints are made from)."""
+    for k, member in enumerate(members):
+        member.module.net.load_state_dict({n: v[k] for n, v in outcome.params.items()})
+
+
+def epochs_of(outcome: Outcome, k: int) -> int:
+    return outcome.diverged[k][0] if k in outcome.diverged else outcome.epochs
+
+
+@contextlib.contextmanager
+def fit_images(members: list[Member], outcome: Outcome):
+    """Each member's final fit figure as PNG, one callable a member. A figure costs ~60-80 ms to
+    render on this project's CPU, as much as the rest of a member's run directory: with 16 or more
+    members they are drawn in spawned worker processes (matplotlib only, no torch), while this
+    process writes the run directories."""
+    from hydrafit.callbacks import draw_fit, fit_arguments
+    from hydrafit.plotting import fit_png, png
+
+    workers = min(len(members) // 16, max(1, (os.cpu_count() or 1) - 1))
+    if not workers or any(m.datamodule.truth is None for m in members):  # data without a true function
+        yield [partial(lambda m, k: png(draw_fit(m.module.net, m.datamodule, epochs_of(outcome, k))), m, k)
+               for k, m in enumerate(members)]
+        return
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(fit_png, fit_arguments(m.module.net, m.datamodule, epochs_of(outcome, k)))
+                   for k, m in enumerate(members)]
+        yield [f.result for f in futures]
+
+
+def member_task(member: Member, outcome: Outcome, k: int, size: int, image):
     """The Hydra task of population member k: writes its run directory (write_member) and
     returns its optimized metric, as hydrafit.train.main returns a single run's."""
     def task(cfg: DictConfig):
@@ -373,25 +407,22 @@ def member_task(member: Member | None, outcome: Outcome | None, k: int, size: in
         log.info("Model      %s, optimizer %s", cfg.model._target_, cfg.optimizer._target_)
         log.info("Trained as member %d of a population of %d in one fit of %.1f s (hydra/launcher=vectorized)",
                  k, size, outcome.seconds)
-        return write_member(member, outcome, k)
+        return write_member(member, outcome, k, image)
     return task
 
 
-def write_member(member: Member, outcome: Outcome, k: int) -> float | None:
+def write_member(member: Member, outcome: Outcome, k: int, image) -> float | None:
     """Member k's run directory, as a single run leaves it: train/loss of every epoch, the fit
     image and final metrics in the logger (HPARAMS), fit.png, metrics.json, checkpoints/last.ckpt.
     Raises train.RunStopped for a diverged or interrupted member, as train() does."""
     from hydra.utils import instantiate
 
-    from hydrafit.callbacks import (diverged_message, draw_fit, interrupted_message, log_fit_image,
-                                    save_fit, write_report)
+    from hydrafit.callbacks import diverged_message, interrupted_message, log_fit_image, save_fit, write_report
     from hydrafit.metrics import final_metrics, metric_names
-    from hydrafit.plotting import png
     from hydrafit.train import RunStopped, log_hyperparameters
 
     cfg, datamodule, net = member.cfg, member.datamodule, member.module.net
     callbacks = cfg.callbacks or {}
-    net.load_state_dict({n: v[k] for n, v in outcome.params.items()})
     status, message, epochs = "completed", None, outcome.epochs
     run_dir = Path(cfg.trainer.default_root_dir)
     if k in outcome.diverged:
@@ -406,9 +437,9 @@ def write_member(member: Member, outcome: Outcome, k: int) -> float | None:
         for epoch, value in enumerate(outcome.losses[:epochs, k].tolist()):
             logger.log_metrics({"train/loss": value}, step=(epoch + 1) * outcome.steps_per_epoch - 1)
     if "fit_plot" in callbacks:
-        image = png(draw_fit(net, datamodule, epochs))
-        log_fit_image(logger, image, step)
-        save_fit(run_dir, image)
+        png = image()  # fit_images
+        log_fit_image(logger, png, step)
+        save_fit(run_dir, png)
     metrics = final_metrics(net, datamodule) if status != "diverged" else {}
     if "metrics_file" in callbacks:
         write_report(Path(callbacks.metrics_file.dirpath) / "metrics.json", logger, step, metrics, epochs,

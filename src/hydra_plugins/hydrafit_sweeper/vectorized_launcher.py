@@ -145,7 +145,7 @@ class VectorizedLauncher(Launcher):
     def run_population(self, jobs: List[int], configs, tasks, returns, sweep_dir: Path) -> Optional[SystemExit]:
         """Build each member as its single run would, fit them together, write each job."""
         from hydrafit.config import ConfigError
-        from hydrafit.population import Member, fit, member_task
+        from hydrafit.population import Member, fit, fit_images, load_results, member_task
         from hydrafit.train import build_model
 
         members, alone = {}, []
@@ -155,14 +155,18 @@ class VectorizedLauncher(Launcher):
                 members[i] = Member(tasks[i], *build_model(tasks[i], announce=False))
             except ConfigError:  # e.g. a data file that cannot be read: the ordinary path says so
                 alone.append(i)
-        if len(members) > 1:
+        stop = None
+        if len(members) == 1:  # a population of one is an ordinary run
+            alone = [*members, *alone]
+        elif members:
             log.info("vectorized: training jobs %s as one population of %d",
                      " ".join(f"#{configs[i].hydra.job.num}" for i in members), len(members))
             outcome = fit(list(members.values()), sweep_dir)
-        stop = None
-        for k, (i, member) in enumerate(members.items()):
-            task = member_task(member, outcome, k, len(members)) if len(members) > 1 else self.task_function
-            stop = self.run(i, configs, returns, task) or stop
-        for i in alone:
+            load_results(list(members.values()), outcome)
+            with fit_images(list(members.values()), outcome) as images:
+                for k, (i, member) in enumerate(members.items()):
+                    task = member_task(member, outcome, k, len(members), images[k])
+                    stop = self.run(i, configs, returns, task) or stop
+        for i in sorted(alone):
             stop = self.run_alone(i, configs, returns) or stop
         return stop
