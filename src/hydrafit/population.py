@@ -26,7 +26,7 @@ import math
 import multiprocessing
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -89,17 +89,17 @@ def population_key(cfg: DictConfig) -> str:
 
 
 def flat(tree, prefix: str = "") -> dict:
-    if not isinstance(tree, dict):
+    """{'model': {'hidden_dims': [8]}} -> {'model.hidden_dims': [8]}."""
+    if not isinstance(tree, dict) or not tree:
         return {prefix: tree}
-    return {k: v for key, value in tree.items() for k, v in flat(value, f"{prefix}{key}.").items()} \
-        if tree else {prefix: tree}
+    return {k: v for key, value in tree.items() for k, v in flat(value, f"{prefix}.{key}".lstrip(".")).items()}
 
 
 def split_keys(keys: list[str]) -> list[str]:
     """The config keys whose values differ between population keys (why jobs were split)."""
     flats = [flat(json.loads(k)) for k in keys]
     names = dict.fromkeys(n for f in flats for n in f)
-    return [n.rstrip(".") for n in names if len({json.dumps(f.get(n), default=str) for f in flats}) > 1]
+    return [n for n in names if len({json.dumps(f.get(n), default=str) for f in flats}) > 1]
 
 
 def group(configs: list[DictConfig | None], max_population: int | None) -> list[tuple[list[int], str | None]]:
@@ -130,8 +130,8 @@ def describe(n_jobs: int, plan, keys: list[str], max_population) -> None:
         text += f" of {', '.join(map(str, sizes))}"
     if len(keys) > 1:
         text += f" (split by {', '.join(split_keys(keys))})"
-    if max_population and any(s == max_population for s in sizes) and len(sizes) > len(keys):
-        text += f" (at most hydra.launcher.max_population={max_population} each)"
+    if len(sizes) > len(keys):
+        text += f" (chunks of at most hydra.launcher.max_population={max_population})"
     log.info(text)
     for jobs, why in plan:
         if why is not None:
@@ -140,7 +140,9 @@ def describe(n_jobs: int, plan, keys: list[str], max_population) -> None:
 
 @dataclass
 class Member:
-    """One job of a population: its config (without `hydra`), its data and single-run module."""
+    """One job of a population: its config (without `hydra`), and the datamodule and Regressor
+    its single run builds (train.build_model); the population trains copies of the net's
+    weights, and the Regressor's net gets the member's final weights back (load_results)."""
 
     cfg: DictConfig
     datamodule: object
@@ -217,7 +219,6 @@ class Outcome:
     steps_per_epoch: int
     seconds: float
     interrupted: str | None = None  # the signal that stopped the fit
-    sizes: dict = field(default_factory=dict)
 
 
 class Population(pl.LightningModule):

@@ -61,7 +61,11 @@ class VectorizedLauncher(Launcher):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         log.info(f"Launching {len(job_overrides)} jobs locally, vectorised")
         configs = [self.compose(list(o), initial_job_idx + i) for i, o in enumerate(job_overrides)]
-        tasks = [self.validated(c) for c in configs]
+        original = HydraConfig.instance().cfg  # validated() and building members set each job's
+        try:
+            tasks = [self.validated(c) for c in configs]
+        finally:
+            HydraConfig.instance().cfg = original
         returns: List[Optional[JobReturn]] = [None] * len(configs)
         stop: Optional[SystemExit] = None
         for jobs, why in group(tasks, self.max_population):
@@ -69,6 +73,7 @@ class VectorizedLauncher(Launcher):
                 break
             stop = self.run_population(jobs, configs, tasks, returns, sweep_dir) if why is None else \
                 self.run_alone(jobs[0], configs, returns)
+            HydraConfig.instance().cfg = original
         if stop is not None:
             raise stop
         return [r for r in returns if r is not None]
