@@ -186,3 +186,26 @@ def test_widths_split_populations_and_one_diverging_member_leaves_the_others_alo
 
 def test_readme_vectorized_commands_are_the_ones_tested():
     assert len([c for c in sweep_commands() if "hydra/launcher=vectorized" in c]) == 2
+
+
+def test_minibatch_population_equals_its_members_trained_alone(tmp_path):
+    """Shuffled mini-batches, several steps a Lightning batch: each member draws its own
+    single run's batches (in-process, no run directories: callbacks=none logger=none)."""
+    from hydrafit.metrics import final_metrics
+    from hydrafit.population import Member, fit, load_results
+    from hydrafit.train import build, build_model, compose_job
+
+    common = ["dataset.batch_size=32", "dataset.steps_per_batch=3", "trainer.max_epochs=15",
+              "callbacks=none", "logger=none"]
+    jobs = [["seed=1", "optimizer.lr=0.01"], ["seed=2", "optimizer.lr=0.03", "optimizer.betas=[0.8,0.99]"]]
+    configs = [compose_job([*job, *common], tmp_path / str(i)) for i, job in enumerate(jobs)]
+    members = [Member(cfg, *build_model(cfg, announce=False)) for cfg in configs]
+    outcome = fit(members, tmp_path)
+    load_results(members, outcome)
+    assert outcome.epochs == 15 and outcome.losses.shape == (15, 2) and outcome.steps_per_epoch == 4
+    for member in members:
+        datamodule, module, trainer = build(member.cfg)
+        trainer.fit(module, datamodule=datamodule)
+        alone, mine = final_metrics(module.net, datamodule), final_metrics(member.module.net, member.datamodule)
+        for key in ("train/mse", "truth/rmse"):
+            assert close(mine[key], alone[key]), (key, mine[key], alone[key])
