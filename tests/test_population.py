@@ -108,6 +108,9 @@ def test_grid_is_one_population_and_every_job_a_complete_run_dir(grid):
         checkpoint = torch.load(job / "checkpoints" / "last.ckpt", weights_only=True)
         assert checkpoint["epoch"] == 40 and checkpoint["global_step"] == 40
         assert checkpoint["hyper_parameters"]["optimizer"]["lr"] == [0.01, 0.03][n // 4]
+        tensors = [*checkpoint["state_dict"].values(),
+                   *(t for s in checkpoint["optimizer_states"][0]["state"].values() for t in s.values())]
+        assert all(t.untyped_storage().nbytes() == t.nbytes for t in tensors)  # one member's, not the stack's
     (events,) = (sweep_dir / "5" / "tensorboard").iterdir()
     tb = EventAccumulator(str(events), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
     tb.Reload()

@@ -471,11 +471,10 @@ def save_checkpoint(member: Member, outcome: Outcome, k: int, dirpath: Path) -> 
     else:
         state = {"template": outcome.template, "params": {n: v[k] for n, v in outcome.params.items()},
                  "optimizer": outcome.optimizer.member_state(k)}
-    module = copy.deepcopy(member.module)
-    module.net.load_state_dict(state["params"])
+    module = member.module  # its Regressor: the state_dict's keys, the hyperparameters, the optimizer
     optimizer = instantiate(member.cfg.optimizer, _convert_="all")(params=module.parameters())
     optimizer.load_state_dict({"state": state["optimizer"], "param_groups": optimizer.state_dict()["param_groups"]})
-    checkpoint = {**state["template"], "state_dict": module.state_dict(),
+    checkpoint = {**state["template"], "state_dict": {f"net.{n}": v.clone() for n, v in state["params"].items()},
                   "optimizer_states": [optimizer.state_dict()], "hparams_name": "kwargs",
                   "hyper_parameters": dict(module.hparams)}
     dirpath.mkdir(parents=True, exist_ok=True)
