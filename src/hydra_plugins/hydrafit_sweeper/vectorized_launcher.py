@@ -24,6 +24,8 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from hydra_plugins.hydrafit_sweeper.resumable_sweeper import consecutive_runs
+
 log = logging.getLogger(__name__)
 
 
@@ -71,8 +73,8 @@ class VectorizedLauncher(Launcher):
         for jobs, why in group(tasks, self.max_population):
             if stop is not None:
                 break
-            stop = self.run_population(jobs, configs, tasks, returns, sweep_dir) if why is None else \
-                self.run_alone(jobs[0], configs, returns)
+            stop = self.run_population(jobs, configs, tasks, returns, sweep_dir) if why is None and len(jobs) > 1 \
+                else self.run_alone(jobs[0], configs, returns)  # a population of one is an ordinary run
             HydraConfig.instance().cfg = original
         if stop is not None:
             raise stop
@@ -164,8 +166,9 @@ class VectorizedLauncher(Launcher):
         if len(members) == 1:  # a population of one is an ordinary run
             alone = [*members, *alone]
         elif members:
-            log.info("vectorized: training jobs %s as one population of %d",
-                     " ".join(f"#{configs[i].hydra.job.num}" for i in members), len(members))
+            numbers = consecutive_runs([configs[i].hydra.job.num for i in members])
+            log.info("vectorized: training jobs %s as one population of %d", " ".join(
+                f"#{r[0]}" + (f"-#{r[-1]}" if len(r) > 1 else "") for r in numbers), len(members))
             outcome = fit(list(members.values()), sweep_dir)
             load_results(list(members.values()), outcome)
             with fit_images(list(members.values()), outcome) as images:
