@@ -389,7 +389,8 @@ def fit_images(members: list[Member], outcome: Outcome):
     from hydrafit.callbacks import draw_fit, fit_arguments
     from hydrafit.plotting import fit_png, png
 
-    workers = min(len(members) // 16, max(1, (os.cpu_count() or 1) - 1))
+    # As many workers as cores: rendering, not this process, is what the members' directories wait for.
+    workers = min(len(members) // 16, os.cpu_count() or 1)
     if not workers or any(m.datamodule.truth is None for m in members):  # data without a true function
         yield [partial(lambda m, k: png(draw_fit(m.module.net, m.datamodule, epochs_of(outcome, k))), m, k)
                for k, m in enumerate(members)]
