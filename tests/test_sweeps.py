@@ -85,7 +85,7 @@ def grid(tmp_path_factory):
 def diverging(tmp_path_factory):
     """The README's 4-job SGD grid whose lr=10 job diverges (20 epochs: it does by epoch ~4)."""
     cwd = tmp_path_factory.mktemp("diverging")
-    proc = run_sweep(readme("optimizer=sgd"), cwd, cwd / "sweep", "trainer.max_epochs=20")
+    proc = run_sweep(readme("-m optimizer=sgd"), cwd, cwd / "sweep", "trainer.max_epochs=20")
     return cwd / "sweep", proc
 
 
