@@ -212,3 +212,30 @@ def test_minibatch_population_equals_its_members_trained_alone(tmp_path):
         alone, mine = final_metrics(module.net, datamodule), final_metrics(member.module.net, member.datamodule)
         for key in ("train/mse", "truth/rmse"):
             assert close(mine[key], alone[key]), (key, mine[key], alone[key])
+
+
+def test_ctrl_c_interrupts_every_member_and_resume_sweep_completes_them(tmp_path):
+    """SIGINT once the population trains (its progress bar has appeared, so GracefulStop's handler,
+    installed just before, is in place): every member is `interrupted` with its last.ckpt at the
+    epoch it stopped, exit 130; resume_sweep= with the launcher reruns and completes them."""
+    import signal
+    import subprocess
+
+    from conftest import BIN
+
+    sweep_dir = tmp_path / "sweep"
+    args = ["-m", "hydra/launcher=vectorized", "optimizer.lr=0.01,0.03", "trainer.max_epochs=1500"]
+    proc = subprocess.Popen([str(BIN / "hydrafit-train"), *args, f"hydra.sweep.dir={sweep_dir}"], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    seen = ""
+    while "Training:" not in seen and proc.poll() is None:
+        seen += proc.stderr.read(1)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 130, stderr[-3000:]
+    for n in range(2):
+        metrics = read_metrics(sweep_dir / str(n))
+        assert metrics["status"] == "interrupted" and metrics["epochs"] < 1500, metrics
+        assert torch.load(sweep_dir / str(n) / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == metrics["epochs"]
+    run_cli("-m", f"resume_sweep={sweep_dir}", "hydra/launcher=vectorized", cwd=tmp_path)
+    assert [r["status"] for r in rows(sweep_dir)] == ["completed", "completed"]

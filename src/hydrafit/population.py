@@ -362,7 +362,8 @@ def fit(members: list[Member], sweep_dir: Path) -> Outcome:
     stopper = next((c for c in callbacks if isinstance(c, GracefulStop) and c.received), None)
     batches = trainer.train_dataloader
     return Outcome(
-        params=population.stacked_state(), losses=torch.stack(population.losses).cpu(),
+        params=population.stacked_state(),  # no epoch at all when Ctrl-C came before the first ended
+        losses=torch.stack(population.losses).cpu() if population.losses else torch.empty(0, len(members)),
         diverged=population.diverged, kept=population.kept, template=population.template,
         optimizer=trainer.optimizers[0], epochs=trainer.current_epoch,
         steps_per_epoch=batches.steps_per_epoch(), seconds=seconds,
