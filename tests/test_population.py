@@ -224,7 +224,7 @@ def test_ctrl_c_interrupts_every_member_and_resume_sweep_completes_them(tmp_path
     from conftest import BIN
 
     sweep_dir = tmp_path / "sweep"
-    args = ["-m", "hydra/launcher=vectorized", "optimizer.lr=0.01,0.03", "trainer.max_epochs=1500"]
+    args = ["-m", "hydra/launcher=vectorized", "optimizer.lr=0.01,0.03", "trainer.max_epochs=600"]
     proc = subprocess.Popen([str(BIN / "hydrafit-train"), *args, f"hydra.sweep.dir={sweep_dir}"], cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     seen = ""
@@ -235,7 +235,7 @@ def test_ctrl_c_interrupts_every_member_and_resume_sweep_completes_them(tmp_path
     assert proc.returncode == 130, stderr[-3000:]
     for n in range(2):
         metrics = read_metrics(sweep_dir / str(n))
-        assert metrics["status"] == "interrupted" and metrics["epochs"] < 1500, metrics
+        assert metrics["status"] == "interrupted" and metrics["epochs"] < 600, metrics
         assert torch.load(sweep_dir / str(n) / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == metrics["epochs"]
     run_cli("-m", f"resume_sweep={sweep_dir}", "hydra/launcher=vectorized", cwd=tmp_path)
     assert [r["status"] for r in rows(sweep_dir)] == ["completed", "completed"]
