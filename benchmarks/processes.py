@@ -38,6 +38,32 @@ def whole_run(hydrafit_args: list[str], naive_epochs: int, repeats: int) -> tupl
     return min(naive), min(hydrafit)
 
 
+def timed_with_memory(command: list[str], cwd: Path) -> tuple[float, float]:
+    """(wall seconds, peak resident MB) of `command`: the peak of its largest process (and of any
+    process it waited for), read by a small wrapper process from getrusage(RUSAGE_CHILDREN)."""
+    wrapper = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
+               "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(r.returncode)")
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", wrapper, *command], cwd=cwd, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if proc.returncode not in (0,):
+        raise RuntimeError(f"{' '.join(command)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+    return seconds, int(proc.stdout.split()[-1]) / 1024
+
+
+def vectorized_sweep(lrs: list[str], seeds: int, common: list[str], basic: bool) -> dict:
+    """Issue 12: an lr x seed grid of the default experiment with hydra/launcher=vectorized and,
+    when `basic`, with Hydra's basic launcher: wall seconds and peak MB of each `hydrafit-train -m`."""
+    grid = [f"optimizer.lr={','.join(lrs)}", f"seed=range(1,{seeds + 1})", "~callbacks.progress_bar", *common]
+    result = {"jobs": len(lrs) * seeds}
+    with tempfile.TemporaryDirectory() as tmp:
+        result["vectorized"] = timed_with_memory(
+            [HYDRAFIT, "-m", "hydra/launcher=vectorized", *grid, f"hydra.sweep.dir={tmp}/vec"], Path(tmp))
+        if basic:
+            result["basic"] = timed_with_memory([HYDRAFIT, "-m", *grid, f"hydra.sweep.dir={tmp}/basic"], Path(tmp))
+    return result
+
+
 def grid_jobs(grid: dict[str, list[str]]) -> list[list[str]]:
     """The overrides of every job of `grid` ({key: values}), as Hydra's basic sweeper orders them."""
     keys = list(grid)

@@ -28,12 +28,15 @@ SWEEP_GRID = {"optimizer.lr": ["0.003", "0.01", "0.03", "0.1"], "model.hidden_di
 FULL = {"t1": dict(short=250, long=2250, repeats=5), "t2": dict(args=[], epochs=250, repeats=3),
         "t3": dict(n_points=1_000_000, batch_size=4096, repeats=3),
         "t4": dict(grid=SWEEP_GRID, common=[]), "plot": dict(epochs=250, repeats=3),
-        "cli": dict(repeats=3), "overhead": dict(sizes=[10, 100, 1000])}
+        "cli": dict(repeats=3), "overhead": dict(sizes=[10, 100, 1000]),
+        "vec": dict(lrs=8, seeds=(6, 60), common=[])}
 QUICK = {"t1": dict(short=5, long=15, repeats=1),
          "t2": dict(args=["trainer.max_epochs=5"], epochs=5, repeats=1),
          "t3": dict(n_points=20_000, batch_size=4096, repeats=1),
          "t4": dict(grid={"seed": ["1", "2"]}, common=["trainer.max_epochs=5"]),
-         "plot": dict(epochs=10, repeats=1), "cli": dict(repeats=1), "overhead": dict(sizes=[10, 100])}
+         "plot": dict(epochs=10, repeats=1), "cli": dict(repeats=1), "overhead": dict(sizes=[10, 100]),
+         "vec": dict(lrs=2, seeds=(2, 4), common=["trainer.max_epochs=5"])}
+LRS = ["0.001", "0.002", "0.003", "0.005", "0.01", "0.02", "0.03", "0.05"]
 
 
 @dataclass
@@ -120,6 +123,28 @@ def overhead_rows(sizes: list[int]) -> list[Row]:
     return rows
 
 
+def vectorized_rows(lrs: int, seeds: tuple[int, int], common: list[str]) -> list[Row]:
+    """Issue 12: lr x seed sweeps of the default experiment, Hydra's basic launcher against
+    hydra/launcher=vectorized. The larger sweep's basic time is extrapolated from the smaller's
+    per-job time (the basic launcher's cost per job does not fall with more jobs)."""
+    small = processes.vectorized_sweep(LRS[:lrs], seeds[0], common, basic=True)
+    large = processes.vectorized_sweep(LRS[:lrs], seeds[1], common, basic=False)
+    per_job, basic_mb = small["basic"][0] / small["jobs"], small["basic"][1]
+    rows = []
+    for result, goal in ((small, 10), (large, 30)):
+        jobs, (seconds, mb) = result["jobs"], result["vectorized"]
+        measured = "basic" in result
+        basic_s = result["basic"][0] if measured else per_job * jobs
+        speedup, met = judged(basic_s / seconds, goal, at_most=False)
+        how = "measured" if measured else f"extrapolated: {per_job:.2f} s a job x {jobs}"
+        rows.append(Row(f"6. Vectorised sweep, {48 if goal == 10 else 480} jobs",
+                        f"s and peak MB, `hydrafit-train -m optimizer.lr=<{lrs} values> seed=range(1,{jobs // lrs + 1})` "
+                        f"({jobs} jobs): basic launcher ({how}) vs hydra/launcher=vectorized",
+                        f"{basic_s:.1f} s, {basic_mb:.0f} MB" + ("" if measured else " (the 48-job run's)"),
+                        f"{seconds:.1f} s, {mb:.0f} MB", f"{speedup}× faster", f"≥ {goal}×", met))
+    return rows
+
+
 def device_name(device: str) -> str:
     import torch
 
@@ -200,7 +225,8 @@ def markdown(rows: list[Row], header: str) -> str:
 BENCHMARKS = {"t1": lambda s: [target1(**s["t1"])], "t2": lambda s: [target2(**s["t2"])],
               "t3": lambda s: target3(**s["t3"]), "t4": lambda s: [target4(**s["t4"])],
               "t5": lambda s: [gpu_row(s["t3"])], "plot": lambda s: plot_rows(**s["plot"]),
-              "cli": lambda s: cli_rows(**s["cli"]), "overhead": lambda s: overhead_rows(**s["overhead"])}
+              "cli": lambda s: cli_rows(**s["cli"]), "overhead": lambda s: overhead_rows(**s["overhead"]),
+              "vec": lambda s: vectorized_rows(**s["vec"])}
 
 
 def main(argv: list[str] | None = None) -> int:

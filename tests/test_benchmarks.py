@@ -15,7 +15,8 @@ REPO = Path(__file__).resolve().parents[1]
 ROWS = {"t1": ["1. Seed, per epoch"], "t2": ["2. Whole default run"], "t3": ["3. Large data", "3. Large data: one step per batch", "3. Large data: Lightning floor"],
         "t4": ["4. Sweep"], "t5": ["5. GPU"], "plot": ["Fit plot"],
         "cli": ["`hydrafit-train --help`", "`hydrafit-train --cfg job`"],
-        "overhead": ["Sweep bookkeeping, 10 jobs", "Sweep bookkeeping, 100 jobs"]}
+        "overhead": ["Sweep bookkeeping, 10 jobs", "Sweep bookkeeping, 100 jobs"],
+        "vec": ["6. Vectorised sweep, 48 jobs", "6. Vectorised sweep, 480 jobs"]}
 
 
 @pytest.mark.parametrize("only", list(ROWS))

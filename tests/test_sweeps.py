@@ -85,7 +85,7 @@ def grid(tmp_path_factory):
 def diverging(tmp_path_factory):
     """The README's 4-job SGD grid whose lr=10 job diverges (20 epochs: it does by epoch ~4)."""
     cwd = tmp_path_factory.mktemp("diverging")
-    proc = run_sweep(readme("optimizer=sgd"), cwd, cwd / "sweep", "trainer.max_epochs=20")
+    proc = run_sweep(readme("-m optimizer=sgd"), cwd, cwd / "sweep", "trainer.max_epochs=20")
     return cwd / "sweep", proc
 
 
@@ -373,6 +373,9 @@ def test_readme_sweeps_section_is_what_these_tests_run():
         f"hydrafit-train -m resume_sweep={PLACEHOLDER} hydra.sweeper.n_trials=40",  # tests/test_optuna.py
         "hydrafit-train -m hparams_search=optuna hydra.sweeper.join=true hydra.sweep.dir=outputs/search",
         f"tensorboard --logdir {PLACEHOLDER}",
+        # run by tests/test_population.py
+        "hydrafit-train -m hydra/launcher=vectorized optimizer.lr=0.01,0.03 seed=1,2,3,4",
+        "hydrafit-train -m hydra/launcher=vectorized optimizer=sgd optimizer.lr=0.01,100,-1 model.hidden_dims=[8],[16]",
     ])
     import tomllib
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]

@@ -34,18 +34,26 @@ def write_json_atomic(path: Path, data: dict) -> None:
 def draw_fit(net, datamodule, epoch: int, fig=None):
     """The truth / data / prediction / baseline figure of `net` on `datamodule`; given `fig`,
     an earlier one of them, only its prediction and title are redrawn (refit_figure)."""
+    if datamodule.truth is None:
+        return draw_data_fit(net, datamodule, epoch, fig)
+    arguments = fit_arguments(net, datamodule, epoch)
+    if fig is not None:
+        return refit_figure(fig, arguments["prediction"], arguments["title"])
+    return fit_figure(**arguments)
+
+
+def fit_arguments(net, datamodule, epoch: int) -> dict:
+    """plotting.fit_figure's arguments for `net` on `datamodule` (data with a true function),
+    as numpy arrays: a population's members are drawn in worker processes that need no torch."""
     dm, grid = datamodule, datamodule.grid()
-    if dm.truth is None:
-        return draw_data_fit(net, dm, epoch, fig)
     truth, prediction, baseline = dm.truth(grid), predict(net, grid), dm.baseline
     rmse = torch.sqrt(torch.mean((prediction - truth) ** 2)).item()
-    if fig is not None:
-        return refit_figure(fig, prediction.ravel(), f"epoch {epoch}: truth RMSE {rmse:.4f}")
-    return fit_figure(
-        grid.ravel(), truth.ravel(), dm.x_train.cpu().ravel(), dm.y_train.cpu().ravel(),
-        prediction.ravel(), None if baseline is None else baseline(grid.double()).ravel(),
+    return dict(
+        grid=grid.ravel().numpy(), truth=truth.ravel().numpy(), x=dm.x_train.cpu().ravel().numpy(),
+        y=dm.y_train.cpu().ravel().numpy(), prediction=prediction.ravel().numpy(),
+        baseline=None if baseline is None else baseline(grid.double()).ravel().numpy(),
         title=f"epoch {epoch}: truth RMSE {rmse:.4f}", truth_label=str(dm.truth),
-        x_val=dm.x_val.cpu().ravel(), y_val=dm.y_val.cpu().ravel())
+        x_val=dm.x_val.cpu().ravel().numpy(), y_val=dm.y_val.cpu().ravel().numpy())
 
 
 def draw_data_fit(net, datamodule, epoch: int, fig=None):
@@ -77,10 +85,9 @@ class FitPlot(pl.Callback):
         self._fig = None  # built for the first image, then redrawn with each new prediction
 
     @staticmethod
-    def _tensorboard(trainer: pl.Trainer):
-        """The SummaryWriter of the TensorBoard logger, if any; other loggers only get fit.png."""
-        # isinstance, not duck typing: fast_dev_run's DummyLogger answers every attribute
-        return next((lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
+    def _tensorboard(trainer: pl.Trainer) -> bool:
+        """Whether a logger is TensorBoard; other loggers only get fit.png (log_fit_image)."""
+        return any(isinstance(lg, TensorBoardLogger) for lg in trainer.loggers)
 
     def _draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int) -> bytes:
         """The fit figure at `epoch`, as PNG. One figure redrawn and rendered once, where a new
@@ -90,8 +97,7 @@ class FitPlot(pl.Callback):
         return png(self._fig)
 
     def _log_image(self, trainer: pl.Trainer, image: bytes) -> None:
-        if writer := self._tensorboard(trainer):  # the PNG as it is: what add_figure makes of a figure
-            writer._get_file_writer().add_summary(png_summary("fit", image), trainer.global_step)
+        log_fit_image(trainer.loggers, image, trainer.global_step)
 
     @rank_zero_only
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -107,9 +113,21 @@ class FitPlot(pl.Callback):
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         image = self._draw(trainer, pl_module, trainer.current_epoch)
         self._log_image(trainer, image)
-        tmp = self.dirpath / ".fit.tmp.png"
-        tmp.write_bytes(image)
-        os.replace(tmp, self.dirpath / "fit.png")
+        save_fit(self.dirpath, image)
+
+
+def log_fit_image(loggers, image: bytes, step: int) -> None:
+    """The fit image, PNG bytes, to the TensorBoard loggers (the others get only fit.png)."""
+    for logger in loggers:  # isinstance, not duck typing: fast_dev_run's DummyLogger answers anything
+        if isinstance(logger, TensorBoardLogger):  # the PNG as it is: what add_figure makes of a figure
+            logger.experiment._get_file_writer().add_summary(png_summary("fit", image), step)
+
+
+def save_fit(dirpath: Path, image: bytes) -> None:
+    """<dirpath>/fit.png, written through a temp file + rename."""
+    tmp = Path(dirpath) / ".fit.tmp.png"
+    tmp.write_bytes(image)
+    os.replace(tmp, Path(dirpath) / "fit.png")
 
 
 def png_summary(tag: str, image: bytes):
@@ -141,14 +159,19 @@ class MetricsFile(pl.Callback):
         status, message = run_status(trainer)
         metrics = final_metrics(pl_module.net, trainer.datamodule) if status != "diverged" else {}
         trainer.callback_metrics.update({k: torch.tensor(v) for k, v in metrics.items()})
-        if not trainer.is_global_zero:
-            return
-        if metrics:  # to every logger: logger=many has three
-            for logger in trainer.loggers:
-                logger.log_metrics(metrics | self.extra, step=trainer.global_step)
-        report = {**metrics, **self.extra, "epochs": trainer.current_epoch,
-                  "fit_seconds": round(time.perf_counter() - self._start, 3), "status": status}
-        write_json_atomic(self.path, report | ({"error": message} if message else {}))
+        if trainer.is_global_zero:
+            write_report(self.path, trainer.loggers, trainer.global_step, metrics | self.extra,
+                         trainer.current_epoch, time.perf_counter() - self._start, status, message)
+
+
+def write_report(path: Path, loggers, step: int, metrics: dict, epochs: int, seconds: float,
+                 status: str, message: str | None) -> None:
+    """The end of a run: its final metrics to every logger (the HPARAMS tab's values; logger=many
+    has three) and metrics.json with how it ended (MetricsFile; each member of a population)."""
+    for logger in loggers if metrics else ():
+        logger.log_metrics(metrics, step=step)
+    report = {**metrics, "epochs": epochs, "fit_seconds": round(seconds, 3), "status": status}
+    write_json_atomic(path, report | ({"error": message} if message else {}))
 
 
 class Checkpoint(ModelCheckpoint):
@@ -336,16 +359,23 @@ def run_status(trainer: pl.Trainer) -> tuple[str, str | None]:
     loss = trainer.callback_metrics.get("train/loss")
     if loss is not None and not math.isfinite(float(loss)):
         lr = trainer.optimizers[0].defaults.get("lr") if trainer.optimizers else None
-        hint = f"; try a lower learning rate, e.g. optimizer.lr={lr / 10:g}" if lr else ""
-        return "diverged", f"train/loss became {float(loss)} at epoch {trainer.current_epoch}{hint}"
+        return "diverged", diverged_message(float(loss), trainer.current_epoch, lr)
     pruning = next((c for c in trainer.callbacks if isinstance(c, OptunaPruning) and c.pruned), None)
     if pruning:
         return "pruned", pruning.pruned
     stopper = next((c for c in trainer.callbacks if isinstance(c, GracefulStop) and c.stopped), None)
     if stopper:
-        return "interrupted", (f"{stopper.received} received: stopped after epoch "
-                               f"{trainer.current_epoch}; continue with: hydrafit-train resume={trainer.default_root_dir}")
+        return "interrupted", interrupted_message(stopper.received, trainer.current_epoch, trainer.default_root_dir)
     return "completed", None
+
+
+def diverged_message(loss: float, epoch: int, lr: float | None) -> str:
+    hint = f"; try a lower learning rate, e.g. optimizer.lr={lr / 10:g}" if lr else ""
+    return f"train/loss became {loss} at epoch {epoch}{hint}"
+
+
+def interrupted_message(signal_name: str, epoch: int, run_dir) -> str:
+    return f"{signal_name} received: stopped after epoch {epoch}; continue with: hydrafit-train resume={run_dir}"
 
 
 class NoProfiler(pl.profilers.PassThroughProfiler):

@@ -131,13 +131,18 @@ class TensorBatches:
         if self.full_batch:  # order is irrelevant to the loss; [0::1] is a view, not a copy
             yield Steps(self.x[self.rank::self.world_size], self.y[self.rank::self.world_size])
             return
-        gen = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-        order = torch.randperm(len(self.x), generator=gen).to(self.x.device)
+        order = epoch_order(self.seed, epoch, len(self.x)).to(self.x.device)
         # Drop the remainder so that every rank runs the same number of steps (DDP needs it).
         shard = order[:len(order) // self.world_size * self.world_size][self.rank::self.world_size]
         group = self.batch_size * self.steps_per_batch
         for start in range(0, len(shard), group):
             yield Steps(self.x, self.y, shard[start:start + group], self.batch_size)
+
+
+def epoch_order(seed: int, epoch: int, n: int) -> torch.Tensor:
+    """The shuffled order of n points in `epoch` of a run seeded `seed` (TensorBatches, and each
+    member of a population: hydrafit.population)."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
 
 
 class PointsDataModule(pl.LightningDataModule):

@@ -30,7 +30,7 @@ def fit_figure(grid, truth, x, y, prediction, baseline=None, title="", truth_lab
     if truth is not None:
         ax.plot(grid, truth, color="tab:blue", linewidth=3, label=f"truth: ${truth_label}$")
     ax.scatter(*thinned(x, y), s=14, color="tab:orange", edgecolors="black", linewidths=0.5,
-               label="data points", zorder=3)
+               label="data points", zorder=3, gid="data")
     if x_val is not None and len(x_val):
         ax.scatter(*thinned(x_val, y_val), s=14, color="white", edgecolors="tab:orange", linewidths=1,
                    label="validation points", zorder=3)
@@ -38,7 +38,7 @@ def fit_figure(grid, truth, x, y, prediction, baseline=None, title="", truth_lab
             gid="prediction")  # what refit_figure changes
     if baseline is not None:
         ax.plot(grid, baseline, color="black", linestyle="--", linewidth=1.2,
-                label="least-squares polynomial", zorder=2)
+                label="least-squares polynomial", zorder=2, gid="baseline")
     ax.set(xlabel=axis_labels[0], ylabel=axis_labels[1], title=title)
     ax.legend(loc="best", fontsize=8)
     fig.subplots_adjust(left=0.1, right=0.97, bottom=0.12, top=0.92)  # tight_layout costs a draw
@@ -64,3 +64,27 @@ def png(fig) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     return buffer.getvalue()
+
+
+_last: dict = {}  # fit_png's figure, by what a new one would build differently
+
+
+def fit_png(arguments: dict) -> bytes:
+    """fit_figure(**arguments) as PNG. hydrafit.population renders its members' figures with it
+    in worker processes; a worker redraws its last figure with the next member's data, baseline
+    and prediction (refit_figure) when nothing else differs: the same pixels, ~35 ms less an image."""
+    a = arguments
+    key = (a["truth_label"], len(a["x"]), len(a["x_val"]), a["baseline"] is None, a["truth"] is None,
+           a["grid"][0], a["grid"][-1], a["title"].split(":")[0])
+    fig = _last.get(key)
+    if fig is None:
+        _last.clear()
+        fig = _last[key] = fit_figure(**arguments)
+        return png(fig)
+    ax = fig.axes[0]
+    for item in (*ax.lines, *ax.collections):
+        if item.get_gid() == "baseline":
+            item.set_ydata(a["baseline"])
+        elif item.get_gid() == "data":
+            item.set_offsets(list(zip(*thinned(a["x"], a["y"]))))
+    return png(refit_figure(fig, a["prediction"], a["title"]))

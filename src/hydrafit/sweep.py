@@ -61,18 +61,20 @@ OmegaConf.register_new_resolver("hydrafit.tensorboard_version", _tensorboard_ver
 
 
 def register_sweeper() -> None:
-    """Make hydra/sweeper=resumable and hydra/sweeper=optuna known to Hydra. Its plugin scan finds
-    them in a regular install; in an editable one setuptools' import hook hides src/hydra_plugins
-    from pkgutil, so hydrafit.train calls this (Hydra's documented manual registration) before
-    Hydra composes. Neither module imports Optuna: only a search does."""
+    """Make hydra/sweeper=resumable, hydra/sweeper=optuna and hydra/launcher=vectorized known to
+    Hydra. Its plugin scan finds them in a regular install; in an editable one setuptools' import
+    hook hides src/hydra_plugins from pkgutil, so hydrafit.train calls this (Hydra's documented
+    manual registration) before Hydra composes. None of these modules imports Optuna or torch."""
     from hydra.core.plugins import Plugins
 
     plugins = Plugins.instance()  # the scan first: it re-executes modules it finds already imported
     from hydra_plugins.hydrafit_sweeper.optuna_sweeper import OptunaSweeper  # these store their configs
     from hydra_plugins.hydrafit_sweeper.resumable_sweeper import ResumableSweeper
+    from hydra_plugins.hydrafit_sweeper.vectorized_launcher import VectorizedLauncher
 
     plugins.register(ResumableSweeper)
     plugins.register(OptunaSweeper)
+    plugins.register(VectorizedLauncher)
 
 
 @dataclass

@@ -168,23 +168,35 @@ def purge_step(logger: DictConfig, resume_step: int | None) -> dict:
     return {"purge_step": resume_step} if resume_step and "TensorBoard" in logger._target_ else {}
 
 
+def build_model(cfg: DictConfig, announce: bool = True):
+    """(datamodule, module) of the run: seeded, so the data noise and the net's initial weights
+    are the run's own. A single run builds them here (build), and so does each member of a
+    population (hydrafit.population), which is why a member's numbers are its single run's.
+    `announce`: log each piece (a population's members say it in their own train.log)."""
+    import pytorch_lightning as pl
+
+    from hydrafit.models import Regressor
+
+    say = log.info if announce else log.debug
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    say("Dataset    %s", cfg.dataset._target_)
+    datamodule = load_dataset(cfg.dataset, cfg.seed)
+    check_optimized_metric(cfg, datamodule)
+    say("Model      %s, optimizer %s", cfg.model._target_, cfg.optimizer._target_)
+    module = Regressor(plain(cfg.model), plain(cfg.optimizer), plain(cfg.scheduler),
+                       scaling=getattr(datamodule, "scaling", None))
+    return datamodule, module
+
+
 def build(cfg: DictConfig, resume_step: int | None = None):
     """Instantiate the run's pieces in a fixed order, announcing each: (datamodule, module, trainer).
     `resume_step`: TensorBoard drops events at or after it (a crashed run's tail that is redone)."""
-    import pytorch_lightning as pl
     from hydra.utils import instantiate
     from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar
 
     from hydrafit.callbacks import NoProfiler
-    from hydrafit.models import Regressor
 
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    log.info("Dataset    %s", cfg.dataset._target_)
-    datamodule = load_dataset(cfg.dataset, cfg.seed)
-    check_optimized_metric(cfg, datamodule)
-    log.info("Model      %s, optimizer %s", cfg.model._target_, cfg.optimizer._target_)
-    module = Regressor(plain(cfg.model), plain(cfg.optimizer), plain(cfg.scheduler),
-                       scaling=getattr(datamodule, "scaling", None))
+    datamodule, module = build_model(cfg)
     callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values()]
     loggers = [instantiate(c, **purge_step(c, resume_step)) for c in logger_configs(cfg.logger)]
     log.info("Trainer    %s epochs, callbacks %s, loggers %s", cfg.trainer.max_epochs,

@@ -1,0 +1,134 @@
+"""Adam, AdamW and SGD for a population: parameters stacked along a leading member dimension,
+each member with its own hyperparameters, each updated with exactly torch.optim's arithmetic.
+
+torch.optim takes one lr per parameter group (a tensor lr must have one element), and a stacked
+tensor holds every member, so a population whose members differ in lr, betas, eps, weight_decay
+or momentum needs its own update. These follow torch.optim's single-tensor path (the one it takes
+on the CPU) operation by operation: the per-step scalars (bias corrections, step sizes) are
+computed in float64 as Python computes them, then rounded to the parameters' dtype as torch does
+with a Python scalar; tests/test_population.py checks each against torch.optim member by member.
+
+`active` (a bool tensor, one entry a member) freezes members: a frozen member's parameters and
+optimizer state stay as they were (a member whose loss turned NaN must not change the others or
+its own last values).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+KINDS = {"torch.optim.Adam": "adam", "torch.optim.AdamW": "adamw", "torch.optim.SGD": "sgd"}
+# Hyperparameters each kind takes per member; any other optimizer key keeps a job out of populations.
+HYPERPARAMETERS = {
+    "adam": ("lr", "betas", "eps", "weight_decay"),
+    "adamw": ("lr", "betas", "eps", "weight_decay"),
+    "sgd": ("lr", "momentum", "dampening", "weight_decay", "nesterov"),
+}
+DEFAULTS = {  # torch.optim's defaults, for keys a config leaves out
+    "adam": {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0},
+    "adamw": {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 1e-2},
+    "sgd": {"lr": 1e-3, "momentum": 0.0, "dampening": 0.0, "weight_decay": 0.0, "nesterov": False},
+}
+
+
+class Memberwise(torch.optim.Optimizer):
+    """One optimizer for stacked parameters ([members, ...] each). `kind`: adam | adamw | sgd;
+    `settings`: one dict of that kind's hyperparameters per member (a resolved optimizer config)."""
+
+    def __init__(self, params, kind: str, settings: list[dict], active: torch.Tensor | None = None):
+        super().__init__(params, {})
+        self.kind, self.members = kind, len(settings)
+        full = [DEFAULTS[kind] | {k: v for k, v in s.items() if k in DEFAULTS[kind]} for s in settings]
+        self.h = {k: np.array([float(v) for v in (s[k] for s in full)]) for k in DEFAULTS[kind] if k != "betas"}
+        if kind != "sgd":
+            self.h["beta1"] = np.array([float(s["betas"][0]) for s in full])
+            self.h["beta2"] = np.array([float(s["betas"][1]) for s in full])
+        self.active = active
+        self.frozen = False  # True once some member is frozen: only then is the where() needed
+        self.steps = 0
+
+    def _member(self, values: np.ndarray, like: torch.Tensor) -> torch.Tensor:
+        """Per-member float64 numbers as a tensor of `like`'s dtype, shaped to broadcast over it."""
+        return torch.as_tensor(values, dtype=like.dtype, device=like.device).view(-1, *[1] * (like.dim() - 1))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self.steps += 1
+        update = {"adam": self._adam, "adamw": self._adam, "sgd": self._sgd}[self.kind]
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    new = update(p, p.grad, self.state[p])
+                    if self.frozen:
+                        new = torch.where(self._member_mask(p), new, p)
+                    p.copy_(new)
+        return loss
+
+    def _member_mask(self, p: torch.Tensor) -> torch.Tensor:
+        return self.active.view(-1, *[1] * (p.dim() - 1))
+
+    def _keep(self, p: torch.Tensor, state: dict, name: str, value: torch.Tensor) -> None:
+        """state[name] = value, except for frozen members, whose entry stays."""
+        if self.frozen and name in state:
+            value = torch.where(self._member_mask(p), value, state[name])
+        state[name] = value
+
+    def _adam(self, p: torch.Tensor, grad: torch.Tensor, state: dict) -> torch.Tensor:
+        """torch.optim._single_tensor_adam, one step, per-member scalars."""
+        h, t = self.h, self.steps
+        if "exp_avg" not in state:
+            state["exp_avg"], state["exp_avg_sq"] = torch.zeros_like(p), torch.zeros_like(p)
+        if self.kind == "adamw":  # decoupled: param.mul_(1 - lr * weight_decay)
+            p = p * self._member(1 - h["lr"] * h["weight_decay"], p)
+        elif h["weight_decay"].any():  # grad.add(param, alpha=weight_decay)
+            grad = fma(p, self._member(h["weight_decay"], p), grad)
+        exp_avg = state["exp_avg"].lerp(grad, self._member(1 - h["beta1"], p))
+        exp_avg_sq = fma(self._member(1 - h["beta2"], p) * grad, grad, state["exp_avg_sq"] * self._member(h["beta2"], p))
+        self._keep(p, state, "exp_avg", exp_avg)
+        self._keep(p, state, "exp_avg_sq", exp_avg_sq)
+        step_size = h["lr"] / (1 - h["beta1"] ** t)
+        denom = exp_avg_sq.sqrt() / self._member((1 - h["beta2"] ** t) ** 0.5, p) + self._member(h["eps"], p)
+        return p + self._member(-step_size, p) * exp_avg / denom  # addcdiv: self + value * t1 / t2
+
+    def _sgd(self, p: torch.Tensor, grad: torch.Tensor, state: dict) -> torch.Tensor:
+        """torch.optim._single_tensor_sgd, one step, per-member scalars."""
+        h = self.h
+        if h["weight_decay"].any():
+            grad = fma(p, self._member(h["weight_decay"], p), grad)
+        if h["momentum"].any():
+            if "momentum_buffer" not in state:  # the first step: buf = grad
+                buf = grad.clone()
+            else:
+                buf = fma(grad, self._member(1 - h["dampening"], p),
+                          state["momentum_buffer"] * self._member(h["momentum"], p))
+            self._keep(p, state, "momentum_buffer", buf)
+            nesterov = fma(buf, self._member(h["momentum"], p), grad)
+            moved = torch.where(self._member(h["nesterov"], p).bool(), nesterov, buf)
+            grad = torch.where(self._member(h["momentum"], p) != 0, moved, grad)  # torch: momentum 0 skips it
+        return fma(grad, self._member(-h["lr"], p), p)
+
+
+    def member_state(self, k: int) -> dict:
+        """Member k's optimizer state in torch.optim's own format ({param index: state}), for a
+        torch.optim optimizer of the member's plain net to load (a one-member checkpoint)."""
+        out = {}
+        params = [p for g in self.param_groups for p in g["params"]]
+        for i, p in enumerate(params):
+            state = self.state.get(p, {})
+            if self.kind == "sgd":
+                if self.h["momentum"][k] != 0 and "momentum_buffer" in state:
+                    out[i] = {"momentum_buffer": state["momentum_buffer"][k].clone()}
+            elif state:
+                out[i] = {"step": torch.tensor(float(self.steps)), "exp_avg": state["exp_avg"][k].clone(),
+                          "exp_avg_sq": state["exp_avg_sq"][k].clone()}
+        return out
+
+
+def fma(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """a * b + c rounded once, as torch's CPU kernels compute `add(alpha=)` and `addcmul`
+    (a fused multiply-add): in float64, where the product of two float32 numbers is exact."""
+    return torch.addcmul(c.double(), a.double(), b.double()).to(c.dtype)
