@@ -52,8 +52,9 @@ CALLBACKS = ("fit_plot", "metrics_file", "model_checkpoint", "stop_on_divergence
              "progress_bar")
 
 
-def not_vectorized(cfg: DictConfig) -> str | None:
-    """Why the job `cfg` (its composed config, without `hydra`) cannot join a population, or None."""
+def not_vectorized(cfg: DictConfig, idle: tuple = ()) -> str | None:
+    """Why the job `cfg` (its composed config, without `hydra`) cannot join a population, or None.
+    `idle`: callbacks that do nothing in this sweep (an Optuna search's pruning without a pruner)."""
     kind = KINDS.get(str(cfg.optimizer.get("_target_")))
     if kind is None:
         return f"optimizer {cfg.optimizer.get('_target_')} is not vectorised (only Adam, AdamW, SGD)"
@@ -69,7 +70,7 @@ def not_vectorized(cfg: DictConfig) -> str | None:
         return "gradient clipping and accumulation mix members (global norms): not vectorised"
     if "ddp" in str(trainer.get("strategy", "")) or trainer.get("devices", 1) not in (1, "1"):
         return "a population trains on one device"
-    other = [k for k in (cfg.callbacks or {}) if k not in CALLBACKS]
+    other = [k for k in (cfg.callbacks or {}) if k not in CALLBACKS + tuple(idle)]
     if other:
         return f"callbacks.{other[0]} is not vectorised"
     return None
@@ -102,14 +103,15 @@ def split_keys(keys: list[str]) -> list[str]:
     return [n for n in names if len({json.dumps(f.get(n), default=str) for f in flats}) > 1]
 
 
-def group(configs: list[DictConfig | None], max_population: int | None) -> list[tuple[list[int], str | None]]:
+def group(configs: list[DictConfig | None], max_population: int | None,
+          idle: tuple = ()) -> list[tuple[list[int], str | None]]:
     """Populations of the jobs, as (job indexes, None) or, for a job that runs alone as an
     ordinary run, ([index], why). A None config (one that does not compose or validate) runs
     alone: the ordinary path records its failure."""
     groups: dict[str, list[int]] = {}
     alone: list[tuple[list[int], str | None]] = []
     for i, cfg in enumerate(configs):
-        why = "its config is invalid" if cfg is None else not_vectorized(cfg)
+        why = "its config is invalid" if cfg is None else not_vectorized(cfg, idle)
         if why:
             alone.append(([i], why))
         else:
@@ -359,7 +361,7 @@ def fit(members: list[Member], sweep_dir: Path) -> Outcome:
     start = time.perf_counter()
     trainer.fit(population)
     seconds = time.perf_counter() - start
-    stopper = next((c for c in callbacks if isinstance(c, GracefulStop) and c.received), None)
+    stopper = next((c for c in callbacks if isinstance(c, GracefulStop) and c.stopped), None)
     batches = trainer.train_dataloader
     return Outcome(
         params=population.stacked_state(),  # no epoch at all when Ctrl-C came before the first ended

@@ -70,7 +70,7 @@ class VectorizedLauncher(Launcher):
             HydraConfig.instance().cfg = original
         returns: List[Optional[JobReturn]] = [None] * len(configs)
         stop: Optional[SystemExit] = None
-        for jobs, why in group(tasks, self.max_population):
+        for jobs, why in group(tasks, self.max_population, self.idle_callbacks()):
             if stop is not None:
                 break
             stop = self.run_population(jobs, configs, tasks, returns, sweep_dir) if why is None and len(jobs) > 1 \
@@ -79,6 +79,14 @@ class VectorizedLauncher(Launcher):
         if stop is not None:
             raise stop
         return [r for r in returns if r is not None]
+
+    def idle_callbacks(self) -> tuple:
+        """Callbacks that do nothing in this sweep, so need not keep a job out of a population:
+        hparams_search=optuna's pruning callback when the search has no pruner."""
+        from hydrafit.study import is_search, prunes
+
+        sweeper = self.config.hydra.sweeper
+        return ("optuna_pruning",) if is_search(sweeper) and not prunes(sweeper.get("pruner")) else ()
 
     def compose(self, overrides: List[str], idx: int) -> DictConfig:
         """A job's config, as BasicLauncher composes it (load_sweep_config), except that jobs whose
