@@ -24,7 +24,7 @@ def seed_sweep(tmp_path_factory):
     """The README's lr x seed sweep, 20 epochs a job."""
     from test_sweeps import readme
 
-    args = readme("seed=1,2,3")
+    args = readme("-m optimizer.lr=0.01,0.03 seed=1,2,3")
     assert args[2:] == ["optimizer.lr=" + ",".join(LRS), "seed=" + ",".join(SEEDS)]
     cwd = tmp_path_factory.mktemp("seeds")
     run_cli(*args[1:], "trainer.max_epochs=20", "callbacks.fit_plot.n_images=0", "hydra.sweep.dir=sweep", cwd=cwd)
