@@ -6,11 +6,12 @@
 """
 from __future__ import annotations
 
-import contextlib
 import time
 from pathlib import Path
 
 from pytorch_lightning.loggers import MLFlowLogger
+
+from hydrafit.study import sqlite_lock
 from pytorch_lightning.utilities import rank_zero_only
 
 SQLITE = "sqlite:///"
@@ -35,7 +36,7 @@ class MLflowLogger(MLFlowLogger):
         run_name, tags = hydra_run_identity(run_name, tags or {})
         if artifact_location is None and tracking_uri and tracking_uri.startswith(SQLITE):
             artifact_location = str(Path(tracking_uri[len(SQLITE):]).parent / "mlartifacts")
-        with store_lock(tracking_uri):
+        with sqlite_lock(tracking_uri or ""):  # the one lock Optuna studies use too
             super().__init__(experiment_name=experiment_name, run_name=run_name, tracking_uri=tracking_uri,
                              tags=tags, artifact_location=artifact_location)
             if rank_zero_only.rank == 0:
@@ -81,21 +82,3 @@ def hydra_run_identity(run_name: str | None, tags: dict) -> tuple[str | None, di
         return run_name or Path(hydra.runtime.output_dir).name, tags
     tags |= {"hydrafit.sweep_dir": str(Path(hydra.sweep.dir).absolute()), "hydrafit.job_num": str(hydra.job.num)}
     return run_name or f"{hydra.job.num}: {hydra.job.override_dirname or 'defaults'}", tags
-
-
-@contextlib.contextmanager
-def store_lock(tracking_uri: str | None):
-    """An exclusive lock on <store>.lock for a local SQLite store; nothing for other stores."""
-    if not (tracking_uri and tracking_uri.startswith(SQLITE)):
-        yield
-        return
-    import fcntl
-
-    path = Path(tracking_uri[len(SQLITE):])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)

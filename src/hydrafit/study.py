@@ -41,8 +41,9 @@ def storage_url(storage: str | None, sweep_dir: Path) -> str:
 
 @contextlib.contextmanager
 def sqlite_lock(url: str):
-    """Serialise the creation of an SQLite study: workers creating one database file at the same
-    moment race in Optuna's table creation. Other databases need no lock."""
+    """Serialise the creation of an SQLite store (an Optuna study, an MLflow tracking store):
+    workers creating one database file at the same moment race in its table creation. Other
+    databases need no lock."""
     if not url.startswith("sqlite:///"):
         yield
         return
