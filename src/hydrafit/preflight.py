@@ -91,26 +91,33 @@ def failing_in_one_line(check, *args) -> None:
 def composition_problem(overrides: list[str]) -> str | None:
     """What Hydra would say about composing conf/train.yaml with `overrides`, as one line that
     names the key and what is allowed (Hydra's own message spans several lines), or None."""
+    return composition(overrides)[1]
+
+
+def composed(overrides: list[str]):
+    """conf/train.yaml composed with `overrides`, Hydra's node included."""
     from hydra import compose, initialize_config_module
+
+    with initialize_config_module("hydrafit.conf", version_base="1.3"):
+        return compose("train", overrides=overrides, return_hydra_config=True)
+
+
+def composition(overrides: list[str]):
+    """(the composed config, None), or (None, composition_problem's line)."""
     from hydra.errors import HydraException, MissingConfigException
 
-    def composed(overrides):
-        with initialize_config_module("hydrafit.conf", version_base="1.3"):
-            return compose("train", overrides=overrides, return_hydra_config=True)
-
     try:
-        composed(overrides)
-        return None
+        return composed(overrides), None
     except MissingConfigException as error:  # model=transformer
         missing = re.search(r"Could not find '(.+)/([^/']+)'", str(error))
         options = re.findall(r"^\t(\S+)$", str(error), re.M)
         if missing and options:
-            return f"{missing[1]}={missing[2]}: no such option; available: {', '.join(options)}"
-        return str(error).splitlines()[0]
+            return None, f"{missing[1]}={missing[2]}: no such option; available: {', '.join(options)}"
+        return None, str(error).splitlines()[0]
     except HydraException as error:
         bad = re.match(r"Could not override '(.+)'", str(error))
         if not bad:
-            return " ".join(str(error).split("\n")[:1])
+            return None, " ".join(str(error).split("\n")[:1])
         from omegaconf import OmegaConf
 
         from hydrafit.config import unknown_key  # model.hiden=3: suggest the close name
@@ -118,7 +125,7 @@ def composition_problem(overrides: list[str]) -> str | None:
         parent = bad[1].rpartition(".")[0]
         rest = composed([o for o in overrides if not o.startswith(f"{bad[1]}=")])
         node = OmegaConf.select(rest, parent) if parent else rest
-        return str(unknown_key(bad[1], [str(k) for k in node] if node is not None else []))
+        return None, str(unknown_key(bad[1], [str(k) for k in node] if node is not None else []))
 
 
 SWEEP_FLAGS = ("-m", "--multirun")
@@ -142,10 +149,12 @@ def sweep_problem(arguments: list[str]) -> str | None:
                     f"range(start,stop[,step]), choice(a,b) or interval(low,high)")
     first = [f"{o.get_key_element()}={next(o.sweep_string_iterator())}" if o.is_discrete_sweep()
              else o.input_line for o in parsed if not o.is_sweep_override() or o.is_discrete_sweep()]
-    if problem := composition_problem(first):
+    config, problem = composition(first)
+    if problem:
         return problem
-    for i, o in enumerate(parsed):  # every other option of a swept group
-        group = "." not in o.key_or_group or "/" in o.key_or_group
+    groups = config.hydra.runtime.choices  # seed=range(1,61) is a value, model=mlp,resnet a group
+    for o in parsed:  # every other option of a swept group
+        group = o.key_or_group in groups
         for value in list(o.sweep_string_iterator())[1:] if group and o.is_discrete_sweep() else []:
             others = [f for f in first if not f.startswith(f"{o.get_key_element()}=")]
             if problem := composition_problem([*others, f"{o.get_key_element()}={value}"]):
