@@ -73,6 +73,49 @@ def test_memberwise_optimizer_equals_torch_optim_member_by_member(kind, settings
             assert torch.allclose(mine[0][name], value, rtol=1e-6, atol=1e-9), name
 
 
+def member_figure(seed: int, offset: float = 0.0) -> dict:
+    """plotting.fit_figure's arguments for a made-up member: noisy data, a prediction `offset` off."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    grid = np.linspace(-2, 2, 200)
+    x = rng.uniform(-2, 2, 100)
+    return dict(grid=grid, truth=grid ** 2 - 2 * grid, x=x, y=x ** 2 - 2 * x + rng.normal(0, 0.1, 100),
+                prediction=grid ** 2 - 2 * grid + offset, baseline=grid ** 2 - 2 * grid + 0.01 * seed,
+                title=f"epoch 250: truth RMSE {offset:.4f}", truth_label="y = x^2 - 2x",
+                x_val=x[:10], y_val=x[:10] ** 2 - 2 * x[:10])
+
+
+def test_member_figures_share_axes_and_keep_nothing_of_the_member_drawn_before():
+    """plotting.fit_png draws each member onto the population's background: a member's image is
+    the same whichever was drawn before it, and a member's own curve changes its image."""
+    from hydrafit import plotting
+
+    a, b = member_figure(1, offset=3.0), member_figure(2)
+    wild = member_figure(3, offset=1e3)
+    limits = plotting.shared_limits([a, b, wild])
+    assert limits[1][0] < min(a["y"].min(), b["y"].min()) and limits[1][1] < 100  # the wild prediction is cut
+    plotting._drawn.clear()
+    first = plotting.fit_png(b, limits)
+    assert plotting.fit_png(a, limits) != first
+    assert plotting.fit_png(b, limits) == first
+    assert plotting.fit_png(member_figure(2, offset=0.5), limits) != first
+    assert first[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_job_record_is_what_omegaconf_writes():
+    """The vectorised launcher's .hydra/ YAML (libyaml's emitter) is OmegaConf.to_yaml's text."""
+    from omegaconf import OmegaConf
+
+    from hydra_plugins.hydrafit_sweeper.vectorized_launcher import yaml_text
+    from hydrafit.train import compose
+
+    config = compose(["seed=3", "dataset=expression", "dataset.expr='sin(3*x) + 0.5'", "+notes='1.0'"], run_dir="/tmp/x")
+    assert yaml_text({"hydra": config.hydra}) == OmegaConf.to_yaml(OmegaConf.masked_copy(config, "hydra"))
+    task = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
+    assert yaml_text(task) == OmegaConf.to_yaml(task) and "'1.0'" in yaml_text(task)
+
+
 def test_frozen_member_keeps_its_values_and_the_others_go_on():
     from hydrafit.memberwise import Memberwise
 

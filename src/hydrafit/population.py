@@ -384,24 +384,39 @@ def epochs_of(outcome: Outcome, k: int) -> int:
 
 
 @contextlib.contextmanager
-def fit_images(members: list[Member], outcome: Outcome):
-    """Each member's final fit figure as PNG, one callable a member. A figure costs ~60-80 ms to
-    render on this project's CPU, as much as the rest of a member's run directory: with 16 or more
-    members they are drawn in spawned worker processes (matplotlib only, no torch), while this
-    process writes the run directories."""
-    from hydrafit.callbacks import draw_fit, fit_arguments
-    from hydrafit.plotting import fit_png, png
+def figure_workers(members: list[Member]):
+    """Processes that render the members' fit figures (fit_images), started before the fit so that
+    they have imported matplotlib (~1 s) by its end; None where the figures are drawn here. A
+    figure costs ~40-80 ms to render on this project's CPU, as much as the rest of a member's run
+    directory: with 16 or more members they are drawn in spawned workers (matplotlib only, no
+    torch), one a core, while this process writes the run directories."""
+    from hydrafit.plotting import warm
 
-    # As many workers as cores: rendering, not this process, is what the members' directories wait for.
     workers = min(len(members) // 16, os.cpu_count() or 1)
     if not workers or any(m.datamodule.truth is None for m in members):  # data without a true function
-        yield [partial(lambda m, k: png(draw_fit(m.module.net, m.datamodule, epochs_of(outcome, k))), m, k)
-               for k, m in enumerate(members)]
+        yield None
         return
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(fit_png, fit_arguments(m.module.net, m.datamodule, epochs_of(outcome, k)))
-                   for k, m in enumerate(members)]
-        yield [f.result for f in futures]
+        for _ in range(workers):
+            pool.submit(warm)
+        yield pool
+
+
+def fit_images(members: list[Member], outcome: Outcome, pool) -> list:
+    """Each member's final fit figure as PNG, one callable a member: on axes shared by the
+    population (plotting.fit_png), rendered by `pool` (figure_workers) or here when called; for
+    data without a true function (dataset=csv), each as its single run draws it."""
+    from hydrafit.callbacks import draw_fit, fit_arguments
+    from hydrafit.plotting import fit_png, png, shared_limits
+
+    if any(m.datamodule.truth is None for m in members):
+        return [partial(lambda m, k: png(draw_fit(m.module.net, m.datamodule, epochs_of(outcome, k))), m, k)
+                for k, m in enumerate(members)]
+    arguments = [fit_arguments(m.module.net, m.datamodule, epochs_of(outcome, k)) for k, m in enumerate(members)]
+    limits = shared_limits(arguments)
+    if pool is None:
+        return [partial(fit_png, a, limits) for a in arguments]
+    return [pool.submit(fit_png, a, limits).result for a in arguments]
 
 
 def member_task(member: Member, outcome: Outcome, k: int, size: int, image):
@@ -422,7 +437,8 @@ def write_member(member: Member, outcome: Outcome, k: int, image) -> float | Non
     Raises train.RunStopped for a diverged or interrupted member, as train() does."""
     from hydra.utils import instantiate
 
-    from hydrafit.callbacks import diverged_message, interrupted_message, log_fit_image, save_fit, write_report
+    from hydrafit.callbacks import (diverged_message, interrupted_message, log_fit_image, log_scalars, save_fit,
+                                    write_report)
     from hydrafit.metrics import final_metrics, metric_names
     from hydrafit.train import RunStopped, log_hyperparameters, logger_configs
 
@@ -438,9 +454,8 @@ def write_member(member: Member, outcome: Outcome, k: int, image) -> float | Non
     step = epochs * outcome.steps_per_epoch
     loggers = [instantiate(c) for c in logger_configs(cfg.logger)]
     log_hyperparameters(loggers, cfg, metric_names(datamodule))
-    for logger in loggers:
-        for epoch, value in enumerate(outcome.losses[:epochs, k].tolist()):
-            logger.log_metrics({"train/loss": value}, step=(epoch + 1) * outcome.steps_per_epoch - 1)
+    log_scalars(loggers, "train/loss", outcome.losses[:epochs, k].tolist(),
+                [(epoch + 1) * outcome.steps_per_epoch - 1 for epoch in range(epochs)])
     if "fit_plot" in callbacks:
         png = image()  # fit_images
         log_fit_image(loggers, png, step)
