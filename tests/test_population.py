@@ -104,16 +104,19 @@ def test_member_figures_share_axes_and_keep_nothing_of_the_member_drawn_before()
 
 
 def test_job_record_is_what_omegaconf_writes():
-    """The vectorised launcher's .hydra/ YAML (libyaml's emitter) is OmegaConf.to_yaml's text."""
+    """The vectorised launcher's .hydra/ YAML and hparams.yaml (libyaml's emitter) are the text
+    OmegaConf writes."""
     from omegaconf import OmegaConf
 
-    from hydra_plugins.hydrafit_sweeper.vectorized_launcher import yaml_text
+    from hydrafit.population import yaml_text
     from hydrafit.train import compose
 
     config = compose(["seed=3", "dataset=expression", "dataset.expr='sin(3*x) + 0.5'", "+notes='1.0'"], run_dir="/tmp/x")
     assert yaml_text({"hydra": config.hydra}) == OmegaConf.to_yaml(OmegaConf.masked_copy(config, "hydra"))
     task = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
     assert yaml_text(task) == OmegaConf.to_yaml(task) and "'1.0'" in yaml_text(task)
+    params = OmegaConf.to_container(task, resolve=True)
+    assert yaml_text(params) == OmegaConf.to_yaml(OmegaConf.create(params))
 
 
 def test_frozen_member_keeps_its_values_and_the_others_go_on():

@@ -37,7 +37,7 @@ class Memberwise(torch.optim.Optimizer):
 
     def __init__(self, params, kind: str, settings: list[dict], active: torch.Tensor | None = None):
         super().__init__(params, {})
-        self.kind, self.members = kind, len(settings)
+        self.kind, self.members, self.settings = kind, len(settings), settings
         full = [DEFAULTS[kind] | {k: v for k, v in s.items() if k in DEFAULTS[kind]} for s in settings]
         self.h = {k: np.array([float(v) for v in (s[k] for s in full)]) for k in DEFAULTS[kind] if k != "betas"}
         if kind != "sgd":
