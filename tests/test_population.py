@@ -134,9 +134,11 @@ def test_frozen_member_keeps_its_values_and_the_others_go_on():
 
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory):
-    """The README's 8-job lr x seed grid, vectorised, and two of its jobs run with the basic launcher."""
+    """The README's 8-job lr x seed grid, vectorised, its run directories written by two processes
+    (the second forked), and two of its jobs run with the basic launcher."""
     cwd = tmp_path_factory.mktemp("vectorized")
-    vectorized = run_cli(*readme("seed=1,2,3,4"), *SHORT, f"hydra.sweep.dir={cwd / 'vec'}", cwd=cwd)
+    vectorized = run_cli(*readme("seed=1,2,3,4"), *SHORT, "hydra.launcher.writers=2", f"hydra.sweep.dir={cwd / 'vec'}",
+                         cwd=cwd)
     basic = run_cli("-m", "optimizer.lr=0.01,0.03", "seed=4", *SHORT, f"hydra.sweep.dir={cwd / 'basic'}", cwd=cwd)
     return cwd, vectorized, basic
 

@@ -67,10 +67,6 @@ def png(fig) -> bytes:
     return buffer.getvalue()
 
 
-def warm() -> None:
-    """Nothing: a worker process that runs it has imported this module, hence matplotlib."""
-
-
 # fit_png's figure, its background pixels and the artists it redraws, by what a new one would
 # draw differently.
 _drawn: dict = {}
@@ -92,7 +88,7 @@ def shared_limits(arguments: list[dict]) -> tuple[tuple[float, float], tuple[flo
 
 def fit_png(arguments: dict, limits) -> bytes:
     """fit_figure(**arguments) on the axes `limits` (shared_limits) as PNG, for a population's
-    members (hydrafit.population, in worker processes). What every member's figure shares (axes,
+    members (hydrafit.population). What every member's figure shares (axes,
     ticks, truth, legend) is drawn once; each member's data, baseline, prediction and title are
     drawn onto those pixels (matplotlib's blitting): ~20 ms an image, not ~90 (most of a figure's
     time is laying out its text) on this project's CPU."""

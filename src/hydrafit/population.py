@@ -16,14 +16,11 @@ single run would: metrics.json, fit.png, TensorBoard, checkpoints/last.ckpt, tra
 """
 from __future__ import annotations
 
-import concurrent.futures
-import contextlib
 import copy
 import itertools
 import json
 import logging
 import math
-import multiprocessing
 import os
 import time
 from dataclasses import dataclass
@@ -385,29 +382,10 @@ def epochs_of(outcome: Outcome, k: int) -> int:
     return outcome.diverged[k][0] if k in outcome.diverged else outcome.epochs
 
 
-@contextlib.contextmanager
-def figure_workers(members: list[Member]):
-    """Processes that render the members' fit figures (fit_images), started before the fit so that
-    they have imported matplotlib (~1 s) by its end; None where the figures are drawn here. A
-    figure costs ~40-80 ms to render on this project's CPU, as much as the rest of a member's run
-    directory: with 16 or more members they are drawn in spawned workers (matplotlib only, no
-    torch), one a core, while this process writes the run directories."""
-    from hydrafit.plotting import warm
-
-    workers = min(len(members) // 16, os.cpu_count() or 1)
-    if not workers or any(m.datamodule.truth is None for m in members):  # data without a true function
-        yield None
-        return
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        for _ in range(workers):
-            pool.submit(warm)
-        yield pool
-
-
-def fit_images(members: list[Member], outcome: Outcome, pool) -> list:
-    """Each member's final fit figure as PNG, one callable a member: on axes shared by the
-    population (plotting.fit_png), rendered by `pool` (figure_workers) or here when called; for
-    data without a true function (dataset=csv), each as its single run draws it."""
+def fit_images(members: list[Member], outcome: Outcome) -> list:
+    """Each member's final fit figure as PNG, one callable a member that renders it where its run
+    directory is written: on axes shared by the population (plotting.fit_png, ~20 ms an image);
+    for data without a true function (dataset=csv), each as its single run draws it."""
     from hydrafit.callbacks import draw_fit, fit_arguments
     from hydrafit.plotting import fit_png, png, shared_limits
 
@@ -416,9 +394,7 @@ def fit_images(members: list[Member], outcome: Outcome, pool) -> list:
                 for k, m in enumerate(members)]
     arguments = [fit_arguments(m.module.net, m.datamodule, epochs_of(outcome, k)) for k, m in enumerate(members)]
     limits = shared_limits(arguments)
-    if pool is None:
-        return [partial(fit_png, a, limits) for a in arguments]
-    return [pool.submit(fit_png, a, limits).result for a in arguments]
+    return [partial(fit_png, a, limits) for a in arguments]
 
 
 def member_task(member: Member, outcome: Outcome, k: int, size: int, image):
