@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import collections
 import csv
 import dataclasses
 import functools
 import io
+import itertools
 import json
 import logging
 import math
+import operator
 import os
 import sys
 from dataclasses import dataclass, field
@@ -88,6 +91,12 @@ class Job:
     wall_seconds: float | None = None
     fit_png: Path | None = None
     rows: dict = field(default_factory=dict, repr=False, compare=False)  # rendered, by columns
+
+    @functools.cached_property
+    def finite(self) -> dict[str, float]:
+        """Its final metrics that are finite numbers (what statistics over seeds take)."""
+        return {k: v for k, v in self.metrics.items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
 
 
 @dataclass
@@ -176,9 +185,9 @@ def _plan_of(path: Path, mtime_ns: int, size: int) -> Plan:
 
 def job_numbers(sweep_dir: Path) -> set[int]:
     """The numbers of the job directories Hydra created (hydra.sweep.subdir is the job number,
-    conf/hydra/default.yaml). scandir: no stat, and no Path, per entry."""
-    with os.scandir(sweep_dir) as entries:
-        return {int(e.name) for e in entries if e.name.isdigit() and e.is_dir()}
+    conf/hydra/default.yaml): the names that are numbers. listdir, not scandir: no object per
+    entry (1 ms at 1,000 jobs, after every job; benchmarks/sweep_overhead.py)."""
+    return {int(name) for name in os.listdir(sweep_dir) if name.isdigit()}
 
 
 def job_dirs(sweep_dir: Path) -> dict[int, Path]:
@@ -233,25 +242,45 @@ def collect(sweep_dir: Path, plan: Plan | None = None, reuse: bool = False) -> l
     settled and not-yet-started jobs of a grid as this process read them before (a job directory
     that appeared since is read); see update_after_job."""
     plan = plan or read_plan(sweep_dir)
-    numbers = job_numbers(sweep_dir)
+    numbers = numbers_since(sweep_dir) if reuse and plan.trials is None else job_numbers(sweep_dir)
     if plan.trials is not None:
         return [trial_job(t, sweep_dir / str(n) if n in numbers else None) for n, t in sorted(plan.trials.items())]
     known = _known_jobs.setdefault(sweep_dir, {}) if reuse else {}
     jobs = []
-    for n in sorted(numbers | set(range(plan.n_jobs or 0))):
+    for n in sorted(numbers.union(range(plan.n_jobs or 0))):
         job = known.get(n)
         if job is None or (job.status == "missing" and n in numbers):
             job = read_job(n, sweep_dir / str(n) if n in numbers else None, plan.overrides.get(n))
-        if reuse and (job.status in SETTLED or job.status == "missing"):
-            known[n] = job
+            if reuse and (job.status in SETTLED or job.status == "missing"):
+                known[n] = job
         jobs.append(job)
     return jobs
+
+
+# Job directories of running sweeps this process has seen, by sweep dir (numbers_since).
+_seen_dirs: dict[Path, set[int]] = {}
+PROBE = 64  # job directories looked for past the highest seen: more than any launcher runs at once
+
+
+def numbers_since(sweep_dir: Path) -> set[int]:
+    """job_numbers of a running sweep, without listing it again: the numbers seen before and those
+    of the next PROBE directories, if they exist now. Launchers start jobs in number order (joblib
+    and forked writers a few at a time), so no other can have appeared; a full listing of 1,000
+    entries took ~1 ms, after every job (benchmarks/sweep_overhead.py). The first call lists."""
+    seen = _seen_dirs.get(sweep_dir)
+    if seen is None:
+        seen = _seen_dirs[sweep_dir] = job_numbers(sweep_dir)
+        return set(seen)
+    start = max(seen, default=-1) + 1
+    seen.update(n for n in range(start, start + PROBE) if os.path.isdir(sweep_dir / str(n)))
+    return set(seen)
 
 
 def update_after_job(sweep_dir: Path, num: int) -> None:
     """The bookkeeping between two jobs: summary.csv and summary.md with job `num` read again
     and the other finished jobs as this process last read them (benchmarks/sweep_overhead.py)."""
     _known_jobs.get(sweep_dir, {}).pop(num, None)
+    _seen_dirs.get(sweep_dir, set()).add(num)
     write_summary(sweep_dir, figure=False, reuse=True)
 
 
@@ -281,18 +310,20 @@ def swept_keys(jobs: list[Job], plan: Plan) -> list[str]:
 
 def metric_columns(jobs: list[Job], metric: str) -> list[str]:
     """The optimized metric first, then every other final metric in metrics.json's order."""
-    names = list(dict.fromkeys(k for j in jobs for k in j.metrics))
+    names = dict.fromkeys(itertools.chain.from_iterable(j.metrics for j in jobs))  # keys walked in C
     return [metric] + [n for n in names if n != metric]
 
 
 def ranked(jobs: list[Job], plan: Plan) -> list[Job]:
-    """Completed jobs best first by the optimized metric, then the others by job number."""
-    def score(job: Job) -> float:
+    """Completed jobs best first by the optimized metric, then the others by job number. Each
+    job's sort key is kept on it (a finished job's does not change)."""
+    def key(job: Job) -> tuple[float, int]:
         value = job.metrics.get(plan.metric)
         if job.status != "completed" or value is None or math.isnan(value):
-            return math.inf
-        return -value if plan.maximize else value
-    return sorted(jobs, key=lambda j: (score(j), j.num))
+            return math.inf, job.num
+        return (-value if plan.maximize else value), job.num
+    keys = rendered(jobs, ("rank", plan.metric, plan.maximize), key)
+    return [job for _, job in sorted(zip(keys, jobs), key=operator.itemgetter(0))]
 
 
 def best_job(jobs: list[Job], plan: Plan) -> Job | None:
@@ -306,24 +337,28 @@ def csv_line(cells: list) -> str:
     return out.getvalue()
 
 
-def rendered(job: Job, kind: str, columns: tuple, render) -> str:
-    """`render(job)`, kept on the job for these columns: a finished job's row is made once."""
-    key = (kind, columns)
-    if key not in job.rows:
-        job.rows[key] = render(job)
-    return job.rows[key]
+def rendered(jobs: list[Job], key: tuple, render) -> list:
+    """`render(job)` of each job, kept on the job under `key`: a finished job's row (rank, group)
+    is made once. A loop here, not a call per job: it runs over every job after every job."""
+    out = []
+    for job in jobs:
+        made = job.rows.get(key)
+        if made is None:
+            made = job.rows[key] = render(job)
+        out.append(made)
+    return out
 
 
-def summary_csv(jobs: list[Job], plan: Plan) -> str:
-    """One row per job: number, swept keys, status, every final metric, wall time, error."""
-    keys, metrics = swept_keys(jobs, plan), metric_columns(jobs, plan.metric)
+def summary_csv(jobs: list[Job], plan: Plan, metrics: list[str] | None = None) -> str:
+    """One row per job: number, swept keys, status, every final metric (`metrics`: the columns,
+    metric_columns), wall time, error."""
+    keys, metrics = swept_keys(jobs, plan), metrics or metric_columns(jobs, plan.metric)
     def row(j: Job) -> str:
         return csv_line([j.num, *(j.overrides.get(k, "") for k in keys), j.status,
                          *(j.metrics.get(m, "") for m in metrics),
                          "" if j.wall_seconds is None else j.wall_seconds, j.error])
-    columns = (*keys, *metrics)
     return csv_line(["job", *keys, "status", *metrics, "wall_seconds", "error"]) + "".join(
-        rendered(j, "csv", columns, row) for j in jobs)
+        rendered(jobs, ("csv", *keys, *metrics), row))
 
 
 def shown(value: str) -> str:
@@ -344,72 +379,109 @@ def _cell(value) -> str:
 
 def counts(jobs: list[Job]) -> str:
     """'4 jobs: 3 completed, 1 diverged'."""
-    tally = {s: sum(j.status == s for j in jobs) for s in dict.fromkeys(j.status for j in jobs)}
+    tally = collections.Counter(map(operator.attrgetter("status"), jobs))  # in order of first appearance
     return f"{len(jobs)} jobs: " + ", ".join(f"{n} {s}" for s, n in tally.items())
 
 
-def summary_md(sweep_dir: Path, jobs: list[Job], plan: Plan) -> str:
-    """The summary.csv table sorted by the optimized metric, the best row marked with ★."""
-    keys, metrics = swept_keys(jobs, plan), metric_columns(jobs, plan.metric)
+def summary_md(sweep_dir: Path, jobs: list[Job], plan: Plan, metrics: list[str] | None = None,
+               known: dict | None = None) -> str:
+    """The summary.csv table sorted by the optimized metric, the best row marked with ★, after
+    the table over seeds (`known`: see seed_groups)."""
+    keys, metrics = swept_keys(jobs, plan), metrics or metric_columns(jobs, plan.metric)
     order = ranked(jobs, plan)
     best = best_job(order[:1], plan)
     header = ["", "job", *keys, *metrics, "status", "wall s", "error"]
     lines = [f"# Sweep {sweep_dir.name}", "",
              f"{counts(jobs)}. Sorted by `{plan.metric}` ({'higher' if plan.maximize else 'lower'} "
              f"is better); ★ marks the best. Rebuilt by `hydrafit-sweep-report {sweep_dir}`.", "",
-             *seed_table(jobs, plan), "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+             *seed_table(jobs, plan, metrics, known), "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     def row(j: Job) -> str:  # all but the ★ cell
         cells = [j.num, *(shown(j.overrides.get(k, "")) for k in keys),
                  *(j.metrics.get(m, "") for m in metrics), j.status,
                  "" if j.wall_seconds is None else f"{j.wall_seconds:.1f}", j.error]
         return " | ".join(_cell(v) for v in cells) + " |"
-    columns = (*keys, *metrics)
-    lines += [("| ★ | " if j is best else "|  | ") + rendered(j, "md", columns, row)
-              for j in order]
+    lines += [("| ★ | " if j is best else "|  | ") + r for j, r in zip(order, rendered(order, ("md", *keys, *metrics), row))]
     from hydrafit.study import PICTURES  # an Optuna search's pictures, when it has ended
 
     pictures = [f"![{name[:-4].replace('_', ' ')}]({name})" for name in PICTURES if (sweep_dir / name).is_file()]
     return "\n".join([*lines, "", "![truth, data and prediction of each job](sweep.png)", *pictures, ""])
 
 
-@dataclass(eq=False)  # hashed by identity: stats() is cached per group
 class SeedGroup:
-    """The jobs of a sweep that differ only in `seed`: the other swept keys' values, every job
-    of the group and their final metrics over the completed ones."""
+    """The jobs of a sweep that differ only in `seed` (the other swept keys' `values`), with each
+    metric's finite final values over its completed jobs, by job number. Kept up to date job by
+    job (add), so that statistics over 1,000 seeds, after every job of a seed sweep, need no walk
+    over them in Python (benchmarks/sweep_overhead.py)."""
 
-    values: dict[str, str]
-    jobs: list[Job]
+    def __init__(self, values: dict[str, str]):
+        self.values = values
+        self.by_num: dict[int, Job] = {}
+        self.finite: dict[str, dict[int, float]] = {}
+        self.n_completed = 0
+        self._stats: dict = {}
 
-    @functools.cached_property
+    def add(self, job: Job) -> None:
+        """Take `job` in, in place of the group's earlier reading of it."""
+        old = self.by_num.get(job.num)
+        if old is job:
+            return
+        if old is not None:
+            self.n_completed -= old.status == "completed"
+            for values in self.finite.values():
+                values.pop(job.num, None)
+        self.by_num[job.num] = job
+        if job.status == "completed":
+            self.n_completed += 1
+            for metric, value in job.finite.items():
+                self.finite.setdefault(metric, {})[job.num] = value
+        self._stats.clear()
+
+    @property
+    def jobs(self) -> list[Job]:
+        return list(self.by_num.values())
+
+    @property
     def completed(self) -> list[Job]:
-        return [j for j in self.jobs if j.status == "completed"]
+        return [j for j in self.by_num.values() if j.status == "completed"]
 
-    @functools.lru_cache(maxsize=None)  # ranking and the table ask for the same metrics
     def stats(self, metric: str) -> tuple[float, float, int] | None:
         """(mean, sample standard deviation (n - 1; nan for one seed), n) of `metric` over the
         completed seeds that report it finitely; None if none does."""
-        values = [j.metrics[metric] for j in self.completed
-                  if isinstance(j.metrics.get(metric), (int, float)) and math.isfinite(j.metrics[metric])]
-        if not values:
-            return None
-        # Plain floats, not statistics.stdev (exact fractions): this runs after every job of a
-        # seed sweep, and stdev took ~10 ms over 1,000 seeds (benchmarks/sweep_overhead.py).
-        n, mean = len(values), math.fsum(values) / len(values)
-        std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else math.nan
-        return mean, std, n
+        if metric not in self._stats:
+            self._stats[metric] = mean_std(self.finite.get(metric, {}).values())
+        return self._stats[metric]
 
 
-def seed_groups(jobs: list[Job], keys: list[str], metric: str, maximize: bool = False) -> list[SeedGroup]:
+def mean_std(values) -> tuple[float, float, int] | None:
+    """(mean, sample standard deviation, n) of `values` (floats), summed exactly (fsum) and in C."""
+    import numpy as np
+
+    n = len(values)
+    if not n:
+        return None
+    mean = math.fsum(values) / n
+    deviations = np.fromiter(values, float, n) - mean
+    return mean, (math.sqrt(math.fsum(deviations * deviations) / (n - 1)) if n > 1 else math.nan), n
+
+
+# Seed groups of running sweeps, by sweep dir and other swept keys (write_summary with reuse).
+_known_groups: dict[tuple, dict[tuple, SeedGroup]] = {}
+
+
+def seed_groups(jobs: list[Job], keys: list[str], metric: str, maximize: bool = False,
+                known: dict | None = None) -> list[SeedGroup]:
     """When `seed` is among the swept `keys`: the jobs grouped by the other swept keys, best
     group first by the mean of `metric` (groups without a completed seed last, in sweep order);
-    else []."""
+    else []. `known`: groups of these jobs as read before, updated in place."""
     if "seed" not in keys:
         return []
-    others = [k for k in keys if k != "seed"]
-    groups: dict[tuple, SeedGroup] = {}
-    for job in jobs:
-        values = {k: job.overrides.get(k, "") for k in others}
-        groups.setdefault(tuple(values.values()), SeedGroup(values, [])).jobs.append(job)
+    others = tuple(k for k in keys if k != "seed")
+    groups = {} if known is None else known
+    for job, values in zip(jobs, rendered(jobs, ("group", *others), lambda j: tuple([j.overrides.get(k, "") for k in others]))):
+        group = groups.get(values)
+        if group is None:
+            group = groups[values] = SeedGroup(dict(zip(others, values)))
+        group.add(job)
 
     def score(group: SeedGroup) -> float:
         stats = group.stats(metric)
@@ -417,12 +489,12 @@ def seed_groups(jobs: list[Job], keys: list[str], metric: str, maximize: bool = 
     return sorted(groups.values(), key=score)
 
 
-def seed_table(jobs: list[Job], plan: Plan) -> list[str]:
+def seed_table(jobs: list[Job], plan: Plan, metrics: list[str] | None = None, known: dict | None = None) -> list[str]:
     """summary.md's table over seeds (when `seed` is swept): one row per combination of the
     other swept keys, each metric's mean ± standard deviation over its completed seeds, the
-    best group by the optimized metric's mean marked ★."""
-    keys, metrics = swept_keys(jobs, plan), metric_columns(jobs, plan.metric)
-    groups = seed_groups(jobs, keys, plan.metric, plan.maximize)
+    best group by the optimized metric's mean marked ★. `known`: see seed_groups."""
+    keys, metrics = swept_keys(jobs, plan), metrics or metric_columns(jobs, plan.metric)
+    groups = seed_groups(jobs, keys, plan.metric, plan.maximize, known)
     if not groups:
         return []
     others = [k for k in keys if k != "seed"]
@@ -437,11 +509,11 @@ def seed_table(jobs: list[Job], plan: Plan) -> list[str]:
         cells = []
         for metric in metrics:
             stats = group.stats(metric)
-            n_note = "" if stats is None or stats[2] == len(group.completed) else f" (n={stats[2]})"
+            n_note = "" if stats is None or stats[2] == group.n_completed else f" (n={stats[2]})"
             spread = "" if stats is None or stats[2] < 2 else f" ± {stats[1]:.2g}"
             cells.append("" if stats is None else f"{stats[0]:.4g}{spread}{n_note}")
         row = ["★" if group is best else "", *(shown(v) for v in group.values.values()),
-               f"{len(group.completed)}/{len(group.jobs)}", *cells]
+               f"{group.n_completed}/{len(group.by_num)}", *cells]
         lines.append("| " + " | ".join(_cell(v) for v in row) + " |")
     return [*lines, "", "## Jobs", ""]
 
@@ -460,8 +532,10 @@ def write_summary(sweep_dir: Path, figure: bool = True, reuse: bool = False) -> 
     jobs = collect(sweep_dir, plan, reuse)
     if all(j.status == "missing" for j in jobs):
         return jobs
-    write_atomic(sweep_dir / "summary.csv", summary_csv(jobs, plan))
-    write_atomic(sweep_dir / "summary.md", summary_md(sweep_dir, jobs, plan))
+    metrics = metric_columns(jobs, plan.metric)
+    known = _known_groups.setdefault((sweep_dir, tuple(swept_keys(jobs, plan))), {}) if reuse else None
+    write_atomic(sweep_dir / "summary.csv", summary_csv(jobs, plan, metrics))
+    write_atomic(sweep_dir / "summary.md", summary_md(sweep_dir, jobs, plan, metrics, known))
     if figure:
         from hydrafit.sweep_figure import sweep_figure
 
