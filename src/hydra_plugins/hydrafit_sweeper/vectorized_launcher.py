@@ -238,12 +238,15 @@ class VectorizedLauncher(Launcher):
 
             torch.set_num_threads(1)  # as DataLoader's workers: torch's OpenMP pool does not survive a fork
             written = []
-            for i in jobs:
-                stop = self.run_member(i, configs, tasks, returns, member_tasks[i])
-                ret = returns[i]
-                fields = ret and dict(status=ret.status, task_name=ret.task_name, working_dir=ret.working_dir,
-                                      _return_value=picklable(ret._return_value))
-                written.append((i, fields, stop and stop.code))
+            try:
+                for i in jobs:
+                    stop = self.run_member(i, configs, tasks, returns, member_tasks[i])
+                    ret = returns[i]
+                    fields = ret and dict(status=ret.status, task_name=ret.task_name, working_dir=ret.working_dir,
+                                          _return_value=picklable(ret._return_value))
+                    written.append((i, fields, stop and stop.code))
+            except KeyboardInterrupt:  # Ctrl-C reached the whole process group: the parent reports it
+                os._exit(130)
             send.send(written)
 
         for stream in (sys.stdout, sys.stderr):  # or the child would print what this process buffered
