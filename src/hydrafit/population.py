@@ -346,6 +346,9 @@ def fit(members: list[Member], sweep_dir: Path) -> Outcome:
     from hydra.utils import instantiate
 
     from hydrafit.callbacks import EpochProgressBar, GracefulStop, NoProfiler
+    from hydrafit.train import quiet_lightning
+
+    quiet_lightning()  # as a single run: no advertising tip
 
     cfg = members[0].cfg
     callbacks_cfg = cfg.callbacks or {}
