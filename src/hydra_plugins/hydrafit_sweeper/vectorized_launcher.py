@@ -69,10 +69,10 @@ class VectorizedLauncher(Launcher):
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         log.info(f"Launching {len(job_overrides)} jobs locally, vectorised")
-        configs = [self.compose(list(o), initial_job_idx + i) for i, o in enumerate(job_overrides)]
+        configs, tasks = zip(*(self.compose(list(o), initial_job_idx + i) for i, o in enumerate(job_overrides)))
         original = HydraConfig.instance().cfg  # validated() and building members set each job's
         try:
-            tasks = [self.validated(c) for c in configs]
+            tasks = [self.validated(c, t) for c, t in zip(configs, tasks)]
         finally:
             HydraConfig.instance().cfg = original
         returns: List[Optional[JobReturn]] = [None] * len(configs)
@@ -95,13 +95,15 @@ class VectorizedLauncher(Launcher):
         sweeper = self.config.hydra.sweeper
         return ("optuna_pruning",) if is_search(sweeper) and not prunes(sweeper.get("pruner")) else ()
 
-    def compose(self, overrides: List[str], idx: int) -> DictConfig:
-        """A job's config, as BasicLauncher composes it (load_sweep_config), except that jobs whose
-        config-group choices are the same share one composition of them: each job is a copy with
-        its own value overrides (optimizer.lr=, seed=) applied by Hydra's own override code, as
-        load_configuration applies them. A composition costs ~0.25 s on this project's CPU (two
-        minutes for 480 jobs); a copy with its values ~3 ms. The override records
-        (hydra.overrides, hydra.job.override_dirname) are the job's own, as Hydra writes them."""
+    def compose(self, overrides: List[str], idx: int) -> tuple:
+        """A job's config, as BasicLauncher composes it (load_sweep_config), and its task config
+        (the same without `hydra`), except that jobs whose config-group choices are the same share
+        one composition of them: each job is a copy with its own value overrides (optimizer.lr=,
+        seed=) applied by Hydra's own override code, as load_configuration applies them. A
+        composition costs ~0.25 s on this project's CPU (two minutes for 480 jobs); a copy with
+        its values ~3 ms (unpickled: deepcopy takes 12, masking the task out of the config 5).
+        The override records (hydra.overrides, hydra.job.override_dirname) are the job's own, as
+        Hydra writes them."""
         from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
         from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -109,13 +111,15 @@ class VectorizedLauncher(Launcher):
         parsed = OverridesParser.create().parse_overrides(overrides)
         choices = self.config.hydra.runtime.choices
         groups = tuple(o.input_line for o in parsed if o.key_or_group in choices or o.package is not None)
-        if groups not in self.compositions:  # pickled: unpickling copies it in 2 ms, deepcopy in 12
-            self.compositions[groups] = pickle.dumps(
-                self.hydra_context.config_loader.load_sweep_config(self.config, list(groups)))
-        config = pickle.loads(self.compositions[groups])
+        if groups not in self.compositions:
+            composed = self.hydra_context.config_loader.load_sweep_config(self.config, list(groups))
+            self.compositions[groups] = (pickle.dumps(composed), pickle.dumps(
+                OmegaConf.masked_copy(composed, [k for k in composed if k != "hydra"])))
+        config, task_config = (pickle.loads(p) for p in self.compositions[groups])
         values = [o for o in parsed if o.input_line not in groups]
         ConfigLoaderImpl._apply_overrides_to_config(values, config)  # private: Hydra's own semantics of =, +, ~, ++
         task = [o for o in parsed if not o.is_hydra_override()]
+        ConfigLoaderImpl._apply_overrides_to_config([o for o in values if not o.is_hydra_override()], task_config)
         with open_dict(config.hydra):
             config.hydra.overrides.task = [o.input_line for o in task]
             config.hydra.overrides.hydra = [*self.config.hydra.overrides.hydra,
@@ -123,14 +127,15 @@ class VectorizedLauncher(Launcher):
             naming = config.hydra.job.config.override_dirname
             config.hydra.job.override_dirname = get_overrides_dirname(
                 overrides=task, kv_sep=naming.kv_sep, item_sep=naming.item_sep, exclude_keys=naming.exclude_keys)
-        OmegaConf.copy_cache(from_config=self.config, to_config=config)  # as load_sweep_config
+        for made in (config, task_config):
+            OmegaConf.copy_cache(from_config=self.config, to_config=made)  # as load_sweep_config
         with open_dict(config):
             config.hydra.job.id = idx
             config.hydra.job.num = idx
-        return config
+        return config, task_config
 
     @staticmethod
-    def validated(config: DictConfig) -> Optional[DictConfig]:
+    def validated(config: DictConfig, task: DictConfig) -> Optional[DictConfig]:
         """The job's task config (without `hydra`, Hydra's runtime set to the job as run_job sets
         it, so its paths resolve), or None if it does not validate: the ordinary path then
         records the failure in the job's own directory."""
@@ -140,7 +145,6 @@ class VectorizedLauncher(Launcher):
         with read_write(config.hydra.runtime), open_dict(config.hydra.runtime):
             config.hydra.runtime.output_dir = str(job_dir.absolute())
         current(config)
-        task = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
         try:
             validate(task)
         except ConfigError:
