@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import hydrafit
 from conftest import BIN, REPO, read_metrics, run_cli
 
 README = (REPO / "README.md").read_text()
@@ -92,7 +93,7 @@ def test_when_a_run_goes_wrong_commands(tmp_path):
     proc = run_cli(*shlex.split(lines[0])[1:], f"hydra.run.dir={diverged}", cwd=tmp_path, check=False)
     assert proc.returncode == 1 and read_metrics(diverged)["status"] == "diverged"
     run = tmp_path / "outputs" / "runs" / "a_run"
-    run_cli("trainer.max_epochs=30", "callbacks.fit_plot.n_images=1", f"hydra.run.dir={run}", cwd=tmp_path)
+    hydrafit.fit(["trainer.max_epochs=30", "callbacks.fit_plot.n_images=1"], run_dir=run)  # line 2, shortened
     for line, epochs in ((lines[2], 30), (lines[3], 40)):
         args = [a.replace("outputs/runs/<date>_<time>", str(run)).replace("8000", "40")
                 for a in shlex.split(line)[1:]]
