@@ -1,6 +1,7 @@
 """Shared fixtures: run `hydrafit-train` as a user does (a subprocess in another directory)."""
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
@@ -30,9 +31,19 @@ def read_metrics(run_dir: Path) -> dict:
 
 @pytest.fixture(scope="session")
 def default_run(tmp_path_factory) -> Path:
-    """The default experiment, run once for the session from a directory outside the repo."""
-    cwd = tmp_path_factory.mktemp("launch")
-    run_cli(cwd=cwd)
+    """The default experiment, run once for the session from a directory outside the repo.
+    Under `make test`'s workers (pytest-xdist) too: the first worker to ask runs it, under a lock
+    in the temp directory they share; the others wait for it and read it (tests only read it)."""
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # each worker's basetemp is a popen-gw<N> folder in one session folder
+    cwd = shared / "default_run_launch"
+    with open(shared / "default_run.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not cwd.exists():
+            cwd.mkdir()
+            run_cli(cwd=cwd)
     runs = list((cwd / "outputs" / "runs").iterdir())
     assert len(runs) == 1, runs
     return runs[0]
+

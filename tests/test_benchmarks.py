@@ -19,13 +19,20 @@ ROWS = {"t1": ["1. Seed, per epoch"], "t2": ["2. Whole default run"], "t3": ["3.
         "vec": ["6. Vectorised sweep, 48 jobs", "6. Vectorised sweep, 480 jobs"]}
 
 
+@pytest.fixture(scope="module")
+def quick_bench(tmp_path_factory) -> tuple[subprocess.CompletedProcess, str]:
+    """`make bench BENCH_ARGS=--quick`, every benchmark in one runner process (each runner
+    imports torch and Lightning: ~4 s a process here), and the table it wrote."""
+    out = tmp_path_factory.mktemp("bench") / "results.md"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick", "--only", ",".join(ROWS),
+                           "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=600)
+    return proc, out.read_text() if out.exists() else ""
+
+
 @pytest.mark.parametrize("only", list(ROWS))
-def test_benchmark_path_runs_and_writes_its_row(only, tmp_path):
-    out = tmp_path / "results.md"
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick", "--only", only,
-                           "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=300)
+def test_benchmark_path_runs_and_writes_its_row(only, quick_bench):
+    proc, table = quick_bench
     assert proc.returncode == 0, proc.stderr[-3000:]
-    table = out.read_text()
     assert "| target | compared | baseline | hydrafit | ratio | goal | met |" in table
     for row in ROWS[only]:
         line = next(line for line in table.splitlines() if line.startswith(f"| {row} |"))

@@ -13,10 +13,11 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
+import hydrafit
 from conftest import read_metrics, run_cli
 from test_sweeps import sweep_commands
 
-SHORT = ["trainer.max_epochs=40", "~callbacks.progress_bar"]
+SHORT = ["trainer.max_epochs=40", "callbacks.fit_plot.n_images=0", "~callbacks.progress_bar"]  # fit.png: at the end
 FILES = {".hydra", "fit.png", "metrics.json", "tensorboard", "checkpoints", "train.log"}
 
 
@@ -195,8 +196,8 @@ def test_eval_and_resume_read_a_vectorized_job_as_a_basic_one(grid):
     run_cli(f"run={job}", script="hydrafit-eval", cwd=cwd)
     evaluated = read_metrics(job / "eval" / "last")
     assert evaluated["truth/rmse"] == read_metrics(job)["truth/rmse"] and evaluated["epochs"] == 40
-    for run_dir in (job, twin):
-        run_cli(f"resume={run_dir}", "trainer.max_epochs=60", cwd=cwd)
+    run_cli(f"resume={job}", "trainer.max_epochs=60", cwd=cwd)
+    hydrafit.fit([f"resume={twin}", "trainer.max_epochs=60"])  # the reference, in-process
     mine, alone = read_metrics(job), read_metrics(twin)
     assert mine["status"] == "completed" and mine["epochs"] == 60
     for key in ("train/mse", "truth/rmse"):

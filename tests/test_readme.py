@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import hydrafit
 from conftest import BIN, REPO, read_metrics, run_cli
 
 README = (REPO / "README.md").read_text()
@@ -92,7 +93,7 @@ def test_when_a_run_goes_wrong_commands(tmp_path):
     proc = run_cli(*shlex.split(lines[0])[1:], f"hydra.run.dir={diverged}", cwd=tmp_path, check=False)
     assert proc.returncode == 1 and read_metrics(diverged)["status"] == "diverged"
     run = tmp_path / "outputs" / "runs" / "a_run"
-    run_cli("trainer.max_epochs=30", "callbacks.fit_plot.n_images=1", f"hydra.run.dir={run}", cwd=tmp_path)
+    hydrafit.fit(["trainer.max_epochs=30", "callbacks.fit_plot.n_images=1"], run_dir=run)  # line 2, shortened
     for line, epochs in ((lines[2], 30), (lines[3], 40)):
         args = [a.replace("outputs/runs/<date>_<time>", str(run)).replace("8000", "40")
                 for a in shlex.split(line)[1:]]
@@ -100,11 +101,12 @@ def test_when_a_run_goes_wrong_commands(tmp_path):
         assert read_metrics(run)["epochs"] == epochs and read_metrics(run)["status"] == "completed"
 
 
-def test_from_python_example_runs_as_written(tmp_path):
+def test_from_python_example_runs_as_written(tmp_path, monkeypatch, capsys):
+    """In-process, as in a notebook (a new process would only add torch's import to the test)."""
     [code] = re.findall(r"```python\n(.*?)```", section("From Python"), re.S)
-    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.strip() == "optimizer.lr must be > 0, got -1"  # what its comment says
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md, From Python", "exec"), {})
+    assert capsys.readouterr().out.strip() == "optimizer.lr must be > 0, got -1"  # what its comment says
     [run] = (tmp_path / "outputs" / "runs").iterdir()
     stated = float(re.search(r'result.metrics\["truth/rmse"\] +# ([\d.]+)', code)[1])
     assert read_metrics(run)["truth/rmse"] == pytest.approx(stated, rel=0.05)  # across CPUs

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import hydrafit
 from conftest import BIN, read_metrics, run_cli
 
 NUMBERS = ("train/mse", "truth/rmse", "baseline/truth_rmse")
@@ -75,7 +76,7 @@ def test_bad_value_is_one_line_and_exit_2_from_the_cli(tmp_path, override, messa
     proc = run_cli(*args, cwd=tmp_path, check=False)
     assert proc.returncode == 2
     assert one_line_error(proc).startswith(f"hydrafit-train: error: {message}")
-    if run.exists():  # nothing beyond Hydra's own record
+    if not override.startswith("hydra.run.dir"):  # Hydra made the run dir: nothing beyond its own record
         assert {p.name for p in run.iterdir()} <= {".hydra", "train.log"}
 
 
@@ -151,9 +152,9 @@ def test_divergence_stops_records_and_keeps_last_finite_checkpoint(tmp_path):
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory) -> dict:
+    """The reference, in-process (the API's runs equal the CLI's bitwise: tests/test_api.py)."""
     cwd = tmp_path_factory.mktemp("uninterrupted")
-    run_cli(*LONG, f"hydra.run.dir={cwd / 'run'}", cwd=cwd)
-    return read_metrics(cwd / "run")
+    return hydrafit.fit(LONG, run_dir=cwd / "run").metrics
 
 
 def start_and_signal(run: Path, cwd: Path, signum: int) -> subprocess.Popen:
@@ -231,7 +232,7 @@ def test_resume_refuses_a_directory_that_is_not_a_run(tmp_path):
 def test_same_seed_is_bitwise_repeatable_and_another_seed_is_not(tmp_path, default_run):
     a, b = tmp_path / "a", tmp_path / "b"
     run_cli("seed=7", "callbacks.fit_plot.n_images=0", f"hydra.run.dir={a}", cwd=tmp_path)
-    run_cli("seed=7", "callbacks.fit_plot.n_images=0", f"hydra.run.dir={b}", cwd=tmp_path)
+    hydrafit.fit(["seed=7", "callbacks.fit_plot.n_images=0"], run_dir=b)  # another process: in-process
     ma, mb, m0 = read_metrics(a), read_metrics(b), read_metrics(default_run)
     assert {k: ma[k] for k in NUMBERS} == {k: mb[k] for k in NUMBERS}
     assert all(ma[k] != m0[k] for k in NUMBERS)  # other noise (baseline moves) and other init

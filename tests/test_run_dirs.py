@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+import hydrafit
 from conftest import BIN, read_metrics, run_cli
 
 QUICK = ["trainer.max_epochs=2", "callbacks.fit_plot.n_images=0", "~callbacks.progress_bar"]
@@ -71,7 +72,7 @@ def test_an_existing_run_or_sweep_named_explicitly_is_refused_untouched(tmp_path
 
 def test_overwrite_replaces_an_existing_run(tmp_path):
     run = tmp_path / "run"
-    run_cli(*QUICK, "seed=1", f"hydra.run.dir={run}", cwd=tmp_path)
+    hydrafit.fit([*QUICK, "seed=1"], run_dir=run)  # the existing run (in-process)
     (run / "stale.txt").write_text("from the first run")
     run_cli(*QUICK, "seed=2", f"hydra.run.dir={run}", "overwrite=true", cwd=tmp_path)
     assert not (run / "stale.txt").exists()
