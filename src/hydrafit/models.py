@@ -10,13 +10,10 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 
+from hydrafit import config
 from hydrafit.data import Steps
 
-ACTIVATIONS = {
-    "relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "silu": nn.SiLU, "sigmoid": nn.Sigmoid,
-    "elu": nn.ELU, "leaky_relu": nn.LeakyReLU, "softplus": nn.Softplus,
-}
-INITS = ("torch", "glorot_uniform")
+ACTIVATIONS = {name: getattr(nn, cls) for name, cls in config.ACTIVATIONS.items()}
 
 
 def mlp(hidden_dims, activation: str = "relu", init: str = "torch") -> nn.Sequential:
