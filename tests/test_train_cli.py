@@ -25,6 +25,29 @@ def test_default_run_meets_the_quality_bar_and_golden_numbers(default_run):
     assert "val/mse" not in metrics  # no split by default, like the tutorial
 
 
+def test_event_checksums_are_tensorboards_own(default_run):
+    """hydrafit.callbacks.fast_event_checksums: C's CRC-32C, masked as TensorBoard masks it, equals
+    TensorBoard's pure-Python checksum; and TensorBoard's own record reader, which checks every
+    record's checksums with that pure-Python code, reads a run's whole event file."""
+    import os
+
+    from tensorboard.compat.tensorflow_stub import errors, pywrap_tensorflow
+    from tensorboard.summary.writer import record_writer
+
+    from hydrafit.callbacks import fast_event_checksums
+
+    fast_event_checksums()
+    for data in (b"", b"x", os.urandom(8), os.urandom(5000)):
+        assert record_writer.masked_crc32c(data) == pywrap_tensorflow.masked_crc32c(data)
+    (events,) = (default_run / "tensorboard").glob("events.out.tfevents.*")
+    reader, records = pywrap_tensorflow.PyRecordReader_New(str(events)), 0
+    with pytest.raises(errors.OutOfRangeError):  # the end of the file, after every record checked
+        while True:
+            reader.GetNext()
+            records += 1
+    assert records > 250  # a scalar an epoch, the images, hparams
+
+
 def test_default_run_leaves_the_documented_files(default_run):
     names = {p.name for p in default_run.iterdir()}
     assert {".hydra", "fit.png", "metrics.json", "tensorboard", "checkpoints", "train.log"} <= names

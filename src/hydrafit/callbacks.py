@@ -123,6 +123,22 @@ def log_fit_image(loggers, image: bytes, step: int) -> None:
             logger.experiment._get_file_writer().add_summary(png_summary("fit", image), step)
 
 
+def fast_event_checksums() -> None:
+    """TensorBoard's event files, with each record's CRC-32C computed by google-crc32c's C code
+    instead of TensorBoard's pure-Python fallback (used wherever TensorFlow is not installed):
+    7 ms for a 40 kB fit image and 15 us a scalar there, ~1 us here (on this project's CPU), the
+    same checksums (tests/test_train_cli.py). TensorBoard's record writer takes the function from
+    its module (tensorboard.summary.writer.record_writer.masked_crc32c): the one place patched."""
+    import google_crc32c
+    from tensorboard.summary.writer import record_writer
+
+    def masked_crc32c(data: bytes) -> int:  # TensorBoard's masking of the CRC, over C's CRC
+        crc = google_crc32c.value(data)
+        return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+    record_writer.masked_crc32c = masked_crc32c
+
+
 def log_scalars(loggers, tag: str, values: list[float], steps: list[int]) -> None:
     """A series of `tag` (a population member's train/loss, every epoch at once) to each logger.
     To TensorBoard as summaries written straight to its event file: what its log_metrics writes,

@@ -194,10 +194,11 @@ def build(cfg: DictConfig, resume_step: int | None = None):
     from hydra.utils import instantiate
     from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar
 
-    from hydrafit.callbacks import NoProfiler
+    from hydrafit.callbacks import NoProfiler, fast_event_checksums
 
     datamodule, module = build_model(cfg)
     callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values()]
+    fast_event_checksums()
     loggers = [instantiate(c, **purge_step(c, resume_step)) for c in logger_configs(cfg.logger)]
     log.info("Trainer    %s epochs, callbacks %s, loggers %s", cfg.trainer.max_epochs,
              [type(c).__name__ for c in callbacks], [type(lg).__name__ for lg in loggers])
