@@ -132,10 +132,12 @@ def background(arguments: dict, limits):
 
 
 def encoded(canvas) -> bytes:
-    """The canvas's pixels as PNG (savefig would draw the figure again)."""
+    """The canvas's pixels as PNG (savefig would draw the figure again), compressed by zlib's
+    fastest level: 8 ms, not 17, an image on this project's CPU, for ~10% more bytes."""
     from PIL import Image
 
     buffer = io.BytesIO()
     width, height = canvas.get_width_height()
-    Image.frombuffer("RGBA", (width, height), canvas.buffer_rgba(), "raw", "RGBA", 0, 1).save(buffer, format="png")
+    Image.frombuffer("RGBA", (width, height), canvas.buffer_rgba(), "raw", "RGBA", 0, 1).save(
+        buffer, format="png", compress_level=1)
     return buffer.getvalue()
