@@ -101,7 +101,9 @@ def running(job: Path) -> bool:
 def test_search_killed_mid_trial_resumes_failing_and_re_asking_that_trial(tmp_path):
     sweep_dir = tmp_path / "sweep"
     args = readme("hydrafit-train -m hparams_search=optuna")
-    proc = subprocess.Popen([str(BIN / args[0]), *args[1:], *FAST, "trainer.max_epochs=300",
+    # 1000 epochs: ~2 s of training, so that the kill lands mid-trial even when this process
+    # gets the CPU late (300 left ~0.5 s on a loaded machine; the resumed trials run as many).
+    proc = subprocess.Popen([str(BIN / args[0]), *args[1:], *FAST, "trainer.max_epochs=1000",
                              "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={sweep_dir}"], cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for(lambda: running(sweep_dir / "0"), proc)  # trial 0 is training
