@@ -143,7 +143,7 @@ def check_csv_format(d: DictConfig) -> None:
 
 def check_dataset(cfg: DictConfig) -> None:
     d = cfg.dataset
-    if "path" in d.keys():  # dataset=csv: points from a file, not sampled (`in d` is False while ???)
+    if d.get("_target_") == "hydrafit.data.from_csv":  # dataset=csv: points from a file, not sampled
         check_csv_dataset(cfg)
         return
     _number(cfg, "dataset.n_points", Integral, low=2)
