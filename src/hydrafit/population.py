@@ -345,10 +345,11 @@ def fit(members: list[Member], sweep_dir: Path) -> Outcome:
     """Train the members as one population in one Lightning fit on the configured trainer."""
     from hydra.utils import instantiate
 
-    from hydrafit.callbacks import EpochProgressBar, GracefulStop, NoProfiler
+    from hydrafit.callbacks import EpochProgressBar, GracefulStop, NoProfiler, fast_event_checksums
     from hydrafit.train import quiet_lightning
 
     quiet_lightning()  # as a single run: no advertising tip
+    fast_event_checksums()  # once: the members' writers, forked after the fit, inherit it
 
     cfg = members[0].cfg
     callbacks_cfg = cfg.callbacks or {}
@@ -418,8 +419,8 @@ def write_member(member: Member, outcome: Outcome, k: int, image) -> float | Non
     Raises train.RunStopped for a diverged or interrupted member, as train() does."""
     from hydra.utils import instantiate
 
-    from hydrafit.callbacks import (diverged_message, fast_event_checksums, interrupted_message, log_fit_image,
-                                    log_scalars, save_fit, write_report)
+    from hydrafit.callbacks import (diverged_message, interrupted_message, log_fit_image, log_scalars, save_fit,
+                                    write_report)
     from hydrafit.metrics import final_metrics, metric_names
     from hydrafit.train import RunStopped, log_hyperparameters, logger_configs
 
@@ -433,7 +434,6 @@ def write_member(member: Member, outcome: Outcome, k: int, image) -> float | Non
     elif outcome.interrupted:
         status, message = "interrupted", interrupted_message(outcome.interrupted, epochs, run_dir)
     step = epochs * outcome.steps_per_epoch
-    fast_event_checksums()
     loggers = [instantiate(c) for c in logger_configs(cfg.logger)]
     log_hyperparameters(loggers, cfg, metric_names(datamodule))
     log_scalars(loggers, "train/loss", outcome.losses[:epochs, k].tolist(),
