@@ -101,3 +101,26 @@ def test_trainer_flags_pass_through(tmp_path):
     _, _, trainer = build(cfg)
     assert trainer.gradient_clip_val == 0.5 and trainer.min_epochs == 3
     assert trainer.precision == "64-true"
+
+
+def test_interpolations_parsed_once_resolve_in_each_config_as_before():
+    """config.parse_interpolations_once: one parse tree per interpolation text serves every
+    config that holds the text, each resolving it against its own values."""
+    from omegaconf import base
+
+    from hydrafit.config import parse_interpolations_once
+
+    parse_interpolations_once()
+    parse_interpolations_once()  # idempotent: one cache, not a cache of a cache
+    assert not hasattr(base.parse.__wrapped__, "cache_info")
+    texts = {"dir": "${root}/runs/${name}", "n": "${oc.select:missing,${k}}", "plain": "${k}"}
+    first = OmegaConf.create({"root": "/a", "name": "one", "k": 1, **texts})
+    second = OmegaConf.create({"root": "/b", "name": "two", "k": 2, **texts})
+    before = base.parse.cache_info().hits
+    assert OmegaConf.to_container(first, resolve=True) == {"root": "/a", "name": "one", "k": 1, "dir": "/a/runs/one",
+                                                            "n": 1, "plain": 1}
+    assert OmegaConf.to_container(second, resolve=True) == {"root": "/b", "name": "two", "k": 2, "dir": "/b/runs/two",
+                                                             "n": 2, "plain": 2}
+    assert base.parse.cache_info().hits >= before + 3  # the second config reused the first's trees
+    with pytest.raises(Exception, match="missing"):  # errors are raised, never cached as results
+        OmegaConf.create({"x": "${missing}"}).x

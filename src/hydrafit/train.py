@@ -287,8 +287,9 @@ def run(cfg: DictConfig):
     """What `hydrafit-train` and hydrafit.fit do with a composed job config: validate, then train
     it, or continue the run `resume=` names. Returns (the config trained, the Trainer). An error
     other than bad input or a stopped run is recorded in metrics.json, then raised."""
-    from hydrafit.config import ConfigError, validate
+    from hydrafit.config import ConfigError, parse_interpolations_once, validate
 
+    parse_interpolations_once()
     try:
         validate(cfg)
         if cfg.resume is None:
