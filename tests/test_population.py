@@ -104,6 +104,32 @@ def test_member_figures_share_axes_and_keep_nothing_of_the_member_drawn_before()
     assert first[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_member_figure_is_the_png_of_the_pixels_drawn():
+    """plotting.encoded's PNG holds exactly the canvas's pixels (PIL reads it, checking its CRCs),
+    and fit_png's picture is what fit_figure draws on the same axes."""
+    import io
+
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from PIL import Image
+
+    from hydrafit import plotting
+
+    member = member_figure(4, offset=0.2)
+    limits = plotting.shared_limits([member])
+    plotting._drawn.clear()
+    picture = Image.open(io.BytesIO(plotting.fit_png(member, limits)))
+    picture.load()
+    assert picture.mode == "RGBA" and picture.size == (600, 400)
+    canvas = FigureCanvasAgg(plotting.fit_figure(**member))
+    canvas.figure.axes[0].set(xlim=limits[0], ylim=limits[1])
+    canvas.draw()
+    drawn = np.asarray(canvas.buffer_rgba())
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(plotting.encoded(canvas)))), drawn)
+    differ = np.any(np.asarray(picture) != drawn, axis=-1).mean()
+    assert differ < 0.01  # blitted vs drawn at once: a few antialiased edge pixels
+
+
 def test_job_record_is_what_omegaconf_writes():
     """The vectorised launcher's .hydra/ YAML and hparams.yaml (libyaml's emitter) are the text
     OmegaConf writes."""

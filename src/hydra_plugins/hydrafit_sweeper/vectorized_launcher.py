@@ -16,6 +16,7 @@ import logging
 import multiprocessing
 import os
 import pickle
+import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,11 +182,12 @@ class VectorizedLauncher(Launcher):
             configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         return None
 
-    def run_member(self, i: int, configs, tasks, returns, task) -> Optional[SystemExit]:
+    def run_member(self, i: int, configs, tasks, returns, task, recorded: bool = False) -> Optional[SystemExit]:
         """Hydra's run_job for population member i (the same .hydra/ record, job logging, env_set,
         chdir, job callbacks and JobReturn), minus the three copies of the job's config run_job
         makes (set_config's and two deepcopies; its task config is validated()'s): ~40 ms of a
-        member's ~110 ms on this project's CPU (benchmarks/, vec rows)."""
+        member's ~110 ms on this project's CPU (benchmarks/, vec rows). `recorded`: its .hydra/
+        record is written already (record_members)."""
         config = configs[i]
         hydra = config.hydra
         out = Path(hydra.runtime.output_dir)
@@ -199,7 +201,7 @@ class VectorizedLauncher(Launcher):
                 os.chdir(out)
                 ret.working_dir = str(out)
             configure_log(hydra.job_logging, hydra.verbose)
-            if hydra.output_subdir is not None:
+            if hydra.output_subdir is not None and not recorded:
                 save_record(config, tasks[i], out / hydra.output_subdir)
             with env_override(hydra.job.env_set):
                 callbacks.on_job_start(config=config, task_function=task)
@@ -217,19 +219,20 @@ class VectorizedLauncher(Launcher):
             os.chdir(cwd)
         return None
 
-    def write_members(self, member_tasks: dict, configs, tasks, returns) -> Optional[SystemExit]:
+    def write_members(self, member_tasks: dict, configs, tasks, returns, recorded: bool) -> Optional[SystemExit]:
         """run_member for every member of a population, shared by writer processes forked from this
         one (writer_count), each writing every n-th member's run directory and running its job
         callbacks, as hydra/launcher=joblib's workers run theirs. Why: a member's directory costs
         ~70 ms of Python on this project's CPU (Hydra's record, TensorBoard, checkpoint, figure):
-        most of a 480-job sweep, whose population trained in ~5 s."""
+        most of a 480-job sweep, whose population trained in ~5 s. `recorded`: record_members
+        wrote their .hydra/ records."""
         jobs = list(member_tasks)
         n = writer_count(len(jobs), self.writers)
-        children = [self.fork_writer(jobs[w::n], member_tasks, configs, tasks, returns) for w in range(1, n)]
+        children = [self.fork_writer(jobs[w::n], member_tasks, configs, tasks, returns, recorded) for w in range(1, n)]
         stop = None
         try:
             for i in jobs[0::n]:
-                stop = self.run_member(i, configs, tasks, returns, member_tasks[i]) or stop
+                stop = self.run_member(i, configs, tasks, returns, member_tasks[i], recorded) or stop
             for process, pipe in children:
                 try:
                     written = pipe.recv()
@@ -245,11 +248,10 @@ class VectorizedLauncher(Launcher):
                 process.join()
         return stop
 
-    def fork_writer(self, jobs: List[int], member_tasks: dict, configs, tasks, returns):
+    def fork_writer(self, jobs: List[int], member_tasks: dict, configs, tasks, returns, recorded: bool):
         """A forked process that runs run_member for `jobs` and sends back what their JobReturns
         hold besides the configs (this process has those): (process, pipe)."""
-        context = multiprocessing.get_context("fork")
-        receive, send = context.Pipe(duplex=False)
+        receive, send = multiprocessing.get_context("fork").Pipe(duplex=False)
 
         def write() -> None:
             import torch
@@ -258,7 +260,7 @@ class VectorizedLauncher(Launcher):
             written = []
             try:
                 for i in jobs:
-                    stop = self.run_member(i, configs, tasks, returns, member_tasks[i])
+                    stop = self.run_member(i, configs, tasks, returns, member_tasks[i], recorded)
                     ret = returns[i]
                     fields = ret and dict(status=ret.status, task_name=ret.task_name, working_dir=ret.working_dir,
                                           _return_value=picklable(ret._return_value))
@@ -267,12 +269,29 @@ class VectorizedLauncher(Launcher):
                 os._exit(130)
             send.send(written)
 
-        for stream in (sys.stdout, sys.stderr):  # or the child would print what this process buffered
-            stream.flush()
-        process = context.Process(target=write, daemon=True)
-        process.start()
+        process = forked(write)
         send.close()
         return process, receive
+
+    @staticmethod
+    def record_members(jobs: List[int], configs, tasks):
+        """A forked process that writes the .hydra/ record of each of `jobs` (save_record) while
+        this one builds and trains their population, on a core that would idle meanwhile: ~10 ms
+        a job on this project's CPU, 5 s of a 480-job sweep. None where fork() is not how Python
+        starts processes: run_member writes each record then. Ctrl-C leaves it to finish (a few
+        seconds): the interrupted jobs are written with their records too."""
+        if sys.platform != "linux":
+            return None
+
+        def record() -> None:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, signal.SIG_IGN)
+            for i in jobs:
+                hydra = configs[i].hydra
+                if hydra.output_subdir is not None:
+                    save_record(configs[i], tasks[i], Path(hydra.runtime.output_dir) / hydra.output_subdir)
+
+        return forked(record)
 
     def run_population(self, jobs: List[int], configs, tasks, returns, sweep_dir: Path) -> Optional[SystemExit]:
         """Build each member as its single run would, fit them together, write each job."""
@@ -280,6 +299,7 @@ class VectorizedLauncher(Launcher):
         from hydrafit.population import Member, fit, fit_images, load_results, member_task
         from hydrafit.train import build_model
 
+        recorder = self.record_members(jobs, configs, tasks)
         members, alone = {}, []
         for i in jobs:
             current(configs[i])
@@ -287,7 +307,7 @@ class VectorizedLauncher(Launcher):
                 members[i] = Member(tasks[i], *build_model(tasks[i], announce=False))
             except ConfigError:  # e.g. a data file that cannot be read: the ordinary path says so
                 alone.append(i)
-        stop = None
+        stop, member_tasks = None, {}
         if len(members) == 1:  # a population of one is an ordinary run
             alone = [*members, *alone]
         elif members:
@@ -300,8 +320,12 @@ class VectorizedLauncher(Launcher):
             images = fit_images(population, outcome)
             member_tasks = {i: member_task(population[k], outcome, k, len(members), images[k])
                             for k, i in enumerate(members)}
+        if recorder is not None:
+            recorder.join()
+        if member_tasks:
             try:
-                stop = self.write_members(member_tasks, configs, tasks, returns)
+                stop = self.write_members(member_tasks, configs, tasks, returns,
+                                          recorded=recorder is not None and recorder.exitcode == 0)
             finally:
                 configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         for i in sorted(alone):
@@ -326,6 +350,15 @@ def save_record(config: DictConfig, task: DictConfig, record: Path) -> None:
     for name, tree in (("config.yaml", task), ("hydra.yaml", {"hydra": config.hydra}),
                        ("overrides.yaml", config.hydra.overrides.task)):
         (record / name).write_text(yaml_text(tree), encoding="utf-8")
+
+
+def forked(target) -> multiprocessing.Process:
+    """A started process forked from this one that runs `target` (record_members, fork_writer)."""
+    for stream in (sys.stdout, sys.stderr):  # or the child would print what this process buffered
+        stream.flush()
+    process = multiprocessing.get_context("fork").Process(target=target, daemon=True)
+    process.start()
+    return process
 
 
 def writer_count(members: int, asked: Optional[int] = None) -> int:
