@@ -130,6 +130,29 @@ def test_member_figure_is_the_png_of_the_pixels_drawn():
     assert differ < 0.01  # blitted vs drawn at once: a few antialiased edge pixels
 
 
+@pytest.mark.parametrize("child_dies", [False, True])
+def test_jobs_prepared_in_forked_processes_come_back_in_order(monkeypatch, child_dies):
+    """VectorizedLauncher.prepare_all: forked processes prepare every n-th job and send them back;
+    the jobs of one that dies are prepared by the launcher itself."""
+    import os
+
+    from hydra_plugins.hydrafit_sweeper.vectorized_launcher import VectorizedLauncher, process_count
+
+    if process_count(64, 3) < 3:
+        pytest.skip("fork() is not how Python starts processes here")
+    parent = os.getpid()
+
+    def prepare(self, overrides, idx):
+        if child_dies and os.getpid() != parent and idx == 5:
+            os._exit(1)
+        return overrides, idx, torch.full((2,), float(idx))  # a tensor travels by value
+    monkeypatch.setattr(VectorizedLauncher, "prepare", prepare)
+    jobs = [([f"seed={i}"], 10 + i) for i in range(8)]
+    prepared = VectorizedLauncher(processes=3).prepare_all(jobs)
+    assert [(o, i) for o, i, _ in prepared] == jobs
+    assert all(t.tolist() == [i, i] for _, i, t in prepared)
+
+
 def test_job_record_is_what_omegaconf_writes():
     """The vectorised launcher's .hydra/ YAML and hparams.yaml (libyaml's emitter) are the text
     OmegaConf writes."""
@@ -164,7 +187,7 @@ def grid(tmp_path_factory):
     """The README's 8-job lr x seed grid, vectorised, its run directories written by two processes
     (the second forked), and two of its jobs run with the basic launcher."""
     cwd = tmp_path_factory.mktemp("vectorized")
-    vectorized = run_cli(*readme("seed=1,2,3,4"), *SHORT, "hydra.launcher.writers=2", f"hydra.sweep.dir={cwd / 'vec'}",
+    vectorized = run_cli(*readme("seed=1,2,3,4"), *SHORT, "hydra.launcher.processes=2", f"hydra.sweep.dir={cwd / 'vec'}",
                          cwd=cwd)
     basic = run_cli("-m", "optimizer.lr=0.01,0.03", "seed=4", *SHORT, f"hydra.sweep.dir={cwd / 'basic'}", cwd=cwd)
     return cwd, vectorized, basic
