@@ -104,9 +104,11 @@ def test_member_figures_share_axes_and_keep_nothing_of_the_member_drawn_before()
     assert first[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_member_figure_is_the_png_of_the_pixels_drawn():
+def test_member_figures_are_the_pngs_of_what_fit_figure_draws():
     """plotting.encoded's PNG holds exactly the canvas's pixels (PIL reads it, checking its CRCs),
-    and fit_png's picture is what fit_figure draws on the same axes."""
+    and fit_png's pictures are what fit_figure draws on the same axes: a member whose title ends
+    in another number (drawn onto the backdrop's words), and one whose title differs more (a
+    diverged member's epoch: drawn whole)."""
     import io
 
     import numpy as np
@@ -115,19 +117,23 @@ def test_member_figure_is_the_png_of_the_pixels_drawn():
 
     from hydrafit import plotting
 
-    member = member_figure(4, offset=0.2)
-    limits = plotting.shared_limits([member])
+    first, other, diverged = member_figure(4, offset=0.2), member_figure(5, offset=1.3), member_figure(6)
+    diverged["title"] = "epoch 37: truth RMSE 12.3456"
+    limits = plotting.shared_limits([first, other, diverged])
     plotting._drawn.clear()
-    picture = Image.open(io.BytesIO(plotting.fit_png(member, limits)))
-    picture.load()
-    assert picture.mode == "RGBA" and picture.size == (600, 400)
-    canvas = FigureCanvasAgg(plotting.fit_figure(**member))
-    canvas.figure.axes[0].set(xlim=limits[0], ylim=limits[1])
-    canvas.draw()
-    drawn = np.asarray(canvas.buffer_rgba())
-    assert np.array_equal(np.asarray(Image.open(io.BytesIO(plotting.encoded(canvas)))), drawn)
-    differ = np.any(np.asarray(picture) != drawn, axis=-1).mean()
-    assert differ < 0.01  # blitted vs drawn at once: a few antialiased edge pixels
+    for member in (first, other, diverged):
+        png = plotting.fit_png(member, limits)
+        picture = Image.open(io.BytesIO(png))
+        picture.load()
+        assert picture.mode == "RGBA" and picture.size == (600, 400)
+        canvas = FigureCanvasAgg(plotting.fit_figure(**member))
+        canvas.figure.axes[0].set(xlim=limits[0], ylim=limits[1])
+        canvas.draw()
+        drawn = np.asarray(canvas.buffer_rgba())
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(plotting.encoded(canvas)))), drawn)
+        differ = np.any(np.asarray(picture) != drawn, axis=-1)
+        assert differ.mean() < 0.01, member["title"]  # blitted vs drawn at once: antialiased edges
+        assert not differ[:30].any(), member["title"]  # the title, to the pixel
 
 
 @pytest.mark.parametrize("child_dies", [False, True])

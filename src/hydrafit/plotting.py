@@ -90,47 +90,76 @@ def shared_limits(arguments: list[dict]) -> tuple[tuple[float, float], tuple[flo
 
 def fit_png(arguments: dict, limits) -> bytes:
     """fit_figure(**arguments) on the axes `limits` (shared_limits) as PNG, for a population's
-    members (hydrafit.population). What every member's figure shares (axes,
-    ticks, truth, legend) is drawn once; each member's data, baseline, prediction and title are
-    drawn onto those pixels (matplotlib's blitting): ~20 ms an image, not ~90 (most of a figure's
-    time is laying out its text) on this project's CPU."""
+    members (hydrafit.population). What every member's figure shares (axes, ticks, truth, legend,
+    the title but its last word) is drawn once (Backdrop); each member's data, baseline,
+    prediction and the title's number are drawn onto those pixels (matplotlib's blitting): ~15 ms
+    an image, not ~90 (most of a figure's time is laying out its text; a title's 28 glyphs took
+    ~10 ms) on this project's CPU."""
     key = (limits, arguments["truth_label"], len(arguments["x"]), len(arguments["x_val"]),
            arguments["baseline"] is None, arguments["grid"][0], arguments["grid"][-1])
     if key not in _drawn:
         _drawn.clear()
-        _drawn[key] = background(arguments, limits)
-    fig, canvas, pixels, legend, moving = _drawn[key]
-    canvas.restore_region(pixels)
-    for artist in moving:
+        _drawn[key] = Backdrop(arguments, limits)
+    drawn = _drawn[key]
+    ax, title = drawn.fig.axes[0], arguments["title"]
+    number = drawn.number_of(title)
+    drawn.canvas.restore_region(drawn.bare if number is None else drawn.titled)
+    for artist in drawn.moving:
         gid = artist.get_gid()
         if gid in ("data", "validation"):
             x, y = ("x", "y") if gid == "data" else ("x_val", "y_val")
             artist.set_offsets(np.column_stack(thinned(arguments[x], arguments[y])))
-        elif gid in ("prediction", "baseline"):
+        else:  # the prediction, the baseline
             artist.set_ydata(arguments[gid])
-        else:  # the title
-            artist.set_text(arguments["title"])
-        fig.axes[0].draw_artist(artist)
-    canvas.restore_region(legend)  # the legend stays on top, as in fit_figure
-    return encoded(canvas)
+        ax.draw_artist(artist)
+    if number is None:  # a title unlike the backdrop's (a diverged member's epoch): drawn whole
+        ax.title.set_text(title)
+        ax.draw_artist(ax.title)
+    else:
+        drawn.number.set_text(number)
+        ax.draw_artist(drawn.number)
+    drawn.canvas.restore_region(drawn.legend)  # the legend stays on top, as in fit_figure
+    return encoded(drawn.canvas)
 
 
-def background(arguments: dict, limits):
-    """fit_png's figure: drawn once without the artists that change from member to member."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+class Backdrop:
+    """fit_png's figure, drawn once without the artists that change from member to member: its
+    pixels without a title (`bare`) and with the title's words but its last (`titled`, where
+    fit_png draws a member's number, right-aligned where fit_figure's whole title ends)."""
 
-    fig = fit_figure(**arguments)
-    canvas = FigureCanvasAgg(fig)
-    ax = fig.axes[0]
-    ax.set_xlim(limits[0])
-    ax.set_ylim(limits[1])
-    moving = [a for a in (*ax.collections, *ax.lines) if a.get_gid() in ("data", "validation", "baseline", "prediction")]
-    moving.append(ax.title)
-    for artist in moving:  # after the legend made its own copies of them
-        artist.set_animated(True)
-    canvas.draw()
-    legend = canvas.copy_from_bbox(ax.get_legend().get_window_extent())
-    return fig, canvas, canvas.copy_from_bbox(fig.bbox), legend, moving
+    def __init__(self, arguments: dict, limits):
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.text import Text
+
+        self.fig = fit_figure(**arguments)
+        self.canvas = FigureCanvasAgg(self.fig)
+        ax = self.fig.axes[0]
+        ax.set_xlim(limits[0])
+        ax.set_ylim(limits[1])
+        self.moving = [a for a in (*ax.collections, *ax.lines) if a.get_gid() in ("data", "validation", "baseline", "prediction")]
+        for artist in (*self.moving, ax.title):  # after the legend made its own copies of them
+            artist.set_animated(True)
+        self.canvas.draw()
+        self.bare = self.canvas.copy_from_bbox(self.fig.bbox)
+        self.legend = self.canvas.copy_from_bbox(ax.get_legend().get_window_extent())
+        self.prefix, _, last = arguments["title"].rpartition(" ")
+        box = ax.title.get_window_extent(self.canvas.get_renderer())  # the whole title, centred
+        (left, _), (right, _) = ax.transAxes.inverted().transform([(box.x0, box.y0), (box.x1, box.y0)])
+        self.length = len(last)
+        words, self.number = (Text(x, ax.title.get_position()[1], text) for x, text in ((left, self.prefix), (right, last)))
+        for part, align in ((words, "left"), (self.number, "right")):
+            part.update_from(ax.title)
+            part.set_transform(ax.title.get_transform())
+            part.set_horizontalalignment(align)
+            part.set_figure(self.fig)
+        ax.draw_artist(words)
+        self.titled = self.canvas.copy_from_bbox(self.fig.bbox)
+
+    def number_of(self, title: str) -> str | None:
+        """The last word of `title` when the rest is the backdrop's and it is as long as the
+        backdrop's (so it ends where fit_figure's would); None otherwise."""
+        prefix, _, last = title.rpartition(" ")
+        return last if prefix == self.prefix and len(last) == self.length else None
 
 
 def encoded(canvas) -> bytes:

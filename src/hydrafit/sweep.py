@@ -211,6 +211,9 @@ def read_metrics(path: Path) -> tuple[str, dict[str, float], str]:
     return str(data.get("status", "incomplete")), metrics, str(data.get("error", ""))
 
 
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's, where PyYAML was built with it
+
+
 def read_job(num: int, job_dir: Path | None, planned: list[str] | None = None) -> Job:
     """A Job from its directory (None: never created). Wall time runs from Hydra's job record
     (.hydra/hydra.yaml, written as the job starts) to the last metrics.json write."""
@@ -218,8 +221,8 @@ def read_job(num: int, job_dir: Path | None, planned: list[str] | None = None) -
     if job_dir is None:
         return job
     record = job_dir / ".hydra" / "overrides.yaml"
-    if record.is_file():  # a YAML list of strings; PyYAML reads it in a tenth of OmegaConf.load's time
-        job.overrides = parse_overrides(yaml.safe_load(record.read_text()) or [])
+    if record.is_file():  # a YAML list of strings; libyaml reads it in ~0.1 ms, OmegaConf.load in ~5
+        job.overrides = parse_overrides(yaml.load(record.read_text(), Loader=SAFE_LOADER) or [])
     job.status, job.metrics, job.error = read_metrics(job_dir / "metrics.json")
     start, end = job_dir / ".hydra" / "hydra.yaml", job_dir / "metrics.json"
     if job.status not in ("running", "incomplete") and start.is_file() and end.is_file():
