@@ -236,7 +236,7 @@ def read_job(num: int, job_dir: Path | None, planned: list[str] | None = None) -
 # rendered table rows: SweepSummary rereads only the job that just ended (and a started one whose
 # metrics.json changed: metrics_stamp), so the work between two jobs does not grow with the jobs
 # done (rereading every job dir after every job took 2 s a job by job 1,000; benchmarks/sweep_overhead.py).
-SETTLED = ("completed", "failed", "diverged", "interrupted", "pruned")  # kept until rerun
+SETTLED = frozenset(("completed", "failed", "diverged", "interrupted", "pruned"))  # kept until rerun
 _known_jobs: dict[Path, dict[int, Job]] = {}
 
 
@@ -252,9 +252,13 @@ def collect(sweep_dir: Path, plan: Plan | None = None, reuse: bool = False) -> l
     known = _known_jobs.setdefault(sweep_dir, {}) if reuse else {}
     jobs, root = [], os.fspath(sweep_dir)  # paths as text: a pathlib join costs ~3 us, 480 a job
     for n in sorted(numbers.union(range(plan.n_jobs or 0))):
-        job, started = known.get(n), n in numbers
-        stamp = metrics_stamp(f"{root}/{n}") if started and (job is None or job.status not in SETTLED) else None
-        if job is None or (job.status == "missing" and started) or (job.status not in SETTLED and job.stamp != stamp):
+        job = known.get(n)
+        if job is not None and job.status in SETTLED:  # most jobs, after a while: one test each
+            jobs.append(job)
+            continue
+        started = n in numbers
+        stamp = metrics_stamp(f"{root}/{n}") if started else None
+        if job is None or (job.status == "missing" and started) or job.stamp != stamp:
             job = read_job(n, sweep_dir / str(n) if started else None, plan.overrides.get(n))
             job.stamp = stamp
             if reuse:
