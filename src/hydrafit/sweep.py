@@ -559,13 +559,12 @@ def write_summary(sweep_dir: Path, figure: bool = True, reuse: bool = False) -> 
     write_atomic(sweep_dir / "summary.csv", summary_csv(jobs, plan, metrics))
     write_atomic(sweep_dir / "summary.md", summary_md(sweep_dir, jobs, plan, metrics, known))
     if figure:
+        from hydrafit.plotting import png
         from hydrafit.sweep_figure import sweep_figure
 
         best = best_job(jobs, plan)
-        png = io.BytesIO()
-        sweep_figure(jobs, swept_keys(jobs, plan), plan.metric, best and best.num,
-                     title=f"{sweep_dir.name}: {counts(jobs)}", maximize=plan.maximize).savefig(png, format="png")
-        write_atomic(sweep_dir / "sweep.png", png.getvalue())
+        write_atomic(sweep_dir / "sweep.png", png(sweep_figure(jobs, swept_keys(jobs, plan), plan.metric, best and best.num,
+                                                           title=f"{sweep_dir.name}: {counts(jobs)}", maximize=plan.maximize)))
     return jobs
 
 
