@@ -156,6 +156,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Recompute the run's metrics and fit.png from its checkpoint; predict `input` if given."""
     from hydrafit.callbacks import draw_fit, write_json_atomic
     from hydrafit.metrics import final_metrics
+    from hydrafit.plotting import png
     from hydrafit.train import load_dataset
 
     ckpt = check_request(cfg)
@@ -169,7 +170,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     metrics = final_metrics(module.net, datamodule)
     compare(metrics, run_dir, cfg.ckpt)
     write_json_atomic(out / "metrics.json", {**metrics, "checkpoint": str(ckpt), "epochs": epochs})
-    draw_fit(module.net, datamodule, epochs).savefig(out / "fit.png")
+    (out / "fit.png").write_bytes(png(draw_fit(module.net, datamodule, epochs)))  # as the run drew its own
     log.info("Wrote %s and fit.png", out / "metrics.json")
     if inputs is not None:
         write_predictions(Path(to_absolute_path(str(cfg.output))), *inputs, module.net)

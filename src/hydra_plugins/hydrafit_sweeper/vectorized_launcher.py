@@ -267,8 +267,8 @@ class VectorizedLauncher(Launcher):
         """run_member for every member of a population, shared by writer processes forked from this
         one (process_count), each writing every n-th member's run directory and running its job
         callbacks, as hydra/launcher=joblib's workers run theirs. Why: a member's directory costs
-        ~70 ms of Python on this project's CPU (Hydra's record, TensorBoard, checkpoint, figure):
-        most of a 480-job sweep, whose population trained in ~5 s. `recorded`: record_members
+        ~50 ms of Python on this project's CPU (figure, TensorBoard, checkpoint, metrics, summary):
+        most of a 480-job sweep, whose population trains in ~3 s. `recorded`: record_members
         wrote their .hydra/ records."""
         jobs = list(member_tasks)
         n = process_count(len(jobs), self.processes)
@@ -308,8 +308,8 @@ class VectorizedLauncher(Launcher):
     @staticmethod
     def record_members(jobs: List[int], configs, tasks):
         """A forked process that writes the .hydra/ record of each of `jobs` (save_record) while
-        this one builds and trains their population, on a core that would idle meanwhile: ~10 ms
-        a job on this project's CPU, 5 s of a 480-job sweep. None where fork() is not how Python
+        this one trains their population, on a core that would idle meanwhile: ~10 ms a job on
+        this project's CPU, 5 s of a 480-job sweep. None where fork() is not how Python
         starts processes: run_member writes each record then. Ctrl-C leaves it to finish (a few
         seconds): the interrupted jobs are written with their records too."""
         if sys.platform != "linux":
