@@ -11,6 +11,7 @@ that writes that member's results. A job that cannot join a population runs as B
 runs it. torch is imported only when a sweep launches (Hydra scans this module at startup).
 """
 # No `from __future__ import annotations`: see resumable_sweeper.py.
+import functools
 import gc
 import logging
 import multiprocessing
@@ -95,7 +96,7 @@ class VectorizedLauncher(Launcher):
             HydraConfig.instance().cfg = original
         returns: List[Optional[JobReturn]] = [None] * len(configs)
         stop: Optional[SystemExit] = None
-        for jobs, why in group(tasks, self.max_population, self.idle_callbacks()):
+        for jobs, why in group(tasks, self.max_population, self.idle_callbacks):
             if stop is not None:
                 break
             stop = self.run_population(jobs, configs, tasks, built, returns, sweep_dir) if why is None and len(jobs) > 1 \
@@ -105,6 +106,7 @@ class VectorizedLauncher(Launcher):
             raise stop
         return [r for r in returns if r is not None]
 
+    @functools.cached_property  # read for every job a batch prepares; the sweep's config is fixed
     def idle_callbacks(self) -> tuple:
         """Callbacks that do nothing in this sweep, so need not keep a job out of a population:
         hparams_search=optuna's pruning callback when the search has no pruner."""
@@ -147,7 +149,7 @@ class VectorizedLauncher(Launcher):
         from hydrafit.population import Member, not_vectorized
         from hydrafit.train import build_model
 
-        if task is None or not_vectorized(task, self.idle_callbacks()):
+        if task is None or not_vectorized(task, self.idle_callbacks):
             return None
         current(config)
         try:
