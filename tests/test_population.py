@@ -137,26 +137,60 @@ def test_member_figures_are_the_pngs_of_what_fit_figure_draws():
 
 
 @pytest.mark.parametrize("child_dies", [False, True])
+def test_jobs_composed_ahead_in_a_forked_process_come_back_in_order(monkeypatch, child_dies):
+    """VectorizedLauncher.compose_all: while torch and Lightning are still to be imported, a
+    forked process composes every job and sends them back; if it dies, the launcher composes them."""
+    import os
+    import sys
+
+    from hydra_plugins.hydrafit_sweeper.vectorized_launcher import VectorizedLauncher, process_count
+
+    if process_count(8, 2) < 2:
+        pytest.skip("fork() is not how Python starts processes here")
+    parent, composed_here = os.getpid(), []
+
+    def compose(self, overrides, idx):
+        if os.getpid() == parent:
+            composed_here.append(idx)
+        elif child_dies and idx == 13:
+            os._exit(1)
+        return overrides, idx
+    monkeypatch.setattr(VectorizedLauncher, "compose", compose)
+    monkeypatch.delitem(sys.modules, "pytorch_lightning", raising=False)  # as a sweep from the command line starts
+    jobs = [([f"seed={i}"], 10 + i) for i in range(8)]
+    assert VectorizedLauncher(processes=2).compose_all(jobs) == jobs
+    assert composed_here == ([10 + i for i in range(8)] if child_dies else [])
+
+
+@pytest.mark.parametrize("child_dies", [False, True])
 def test_jobs_prepared_in_forked_processes_come_back_in_order(monkeypatch, child_dies):
-    """VectorizedLauncher.prepare_all: forked processes prepare every n-th job and send them back;
-    the jobs of one that dies are prepared by the launcher itself."""
+    """VectorizedLauncher.prepare_all: forked processes prepare every n-th job and send back its
+    member's datamodule and module; the jobs of one that dies are prepared by the launcher itself.
+    An invalid job comes back without task and member."""
     import os
 
     from hydra_plugins.hydrafit_sweeper.vectorized_launcher import VectorizedLauncher, process_count
+    from hydrafit.population import Member
 
     if process_count(64, 3) < 3:
         pytest.skip("fork() is not how Python starts processes here")
     parent = os.getpid()
 
-    def prepare(self, overrides, idx):
-        if child_dies and os.getpid() != parent and idx == 5:
+    def prepare(self, config, task):
+        if child_dies and os.getpid() != parent and config == 5:
             os._exit(1)
-        return overrides, idx, torch.full((2,), float(idx))  # a tensor travels by value
+        if config == 6:
+            return None, None
+        return task, Member(task, torch.full((2,), float(config)), f"module {config}")  # a tensor travels by value
     monkeypatch.setattr(VectorizedLauncher, "prepare", prepare)
-    jobs = [([f"seed={i}"], 10 + i) for i in range(8)]
-    prepared = VectorizedLauncher(processes=3).prepare_all(jobs)
-    assert [(o, i) for o, i, _ in prepared] == jobs
-    assert all(t.tolist() == [i, i] for _, i, t in prepared)
+    configs, tasks = list(range(8)), [f"task {i}" for i in range(8)]
+    built = VectorizedLauncher(processes=3).prepare_all(configs, tasks)
+    assert tasks == [f"task {i}" if i != 6 else None for i in range(8)]
+    assert built[6] is None
+    for i, member in enumerate(built):
+        if i != 6:
+            assert member.cfg == f"task {i}" and member.module == f"module {i}"
+            assert member.datamodule.tolist() == [i, i]
 
 
 def test_job_record_is_what_omegaconf_writes():

@@ -315,11 +315,19 @@ def test_bookkeeping_after_a_job_reads_only_that_job_and_matches_a_rebuild(grid,
     monkeypatch.setattr(sweep, "read_job", lambda num, *a: reads.append(num) or read_job(num, *a))
     sweep.update_after_job(sweep_dir, 3)
     assert sorted(reads) == list(range(9))  # the first time: every job, started or not
-    for num in range(4, 9):
+    for num in range(4, 7):
         shutil.copytree(grid[0] / str(num), sweep_dir / str(num))
         reads.clear()
         sweep.update_after_job(sweep_dir, num)
         assert reads == [num]
+    before = (sweep_dir / "summary.md").read_text()
+    for num in range(7, 9):  # jobs that end within a second of the last rewrite (SweepSummary) wait for the next
+        shutil.copytree(grid[0] / str(num), sweep_dir / str(num))
+        sweep.update_after_job(sweep_dir, num, rewrite=False)
+    assert (sweep_dir / "summary.md").read_text() == before
+    reads.clear()
+    sweep.update_after_job(sweep_dir, 8)
+    assert sorted(reads) == [7, 8]
     incremental = [(sweep_dir / name).read_text() for name in ("summary.csv", "summary.md")]
     sweep.write_summary(sweep_dir, figure=False)
     assert incremental == [(sweep_dir / name).read_text() for name in ("summary.csv", "summary.md")]

@@ -37,6 +37,7 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from hydrafit.data import epoch_order
 from hydrafit.memberwise import HYPERPARAMETERS, KINDS, Memberwise
+from hydrafit.models import set_attribute
 
 log = logging.getLogger(__name__)
 
@@ -254,6 +255,9 @@ class Population(pl.LightningModule):
         self.kept: dict[int, dict] = {}
         self._snapshot: dict | None = None
         self.template: dict = {}
+
+    def __setattr__(self, name: str, value) -> None:
+        set_attribute(self, name, value)
 
     def member_losses(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Each member's MSE on its own batch: [members]."""

@@ -84,16 +84,17 @@ class VectorizedLauncher(Launcher):
             gc.enable()
 
     def launch_jobs(self, job_overrides, initial_job_idx: int, sweep_dir: Path) -> Sequence[JobReturn]:
-        from hydrafit.population import group
-
         jobs = [(list(o), initial_job_idx + i) for i, o in enumerate(job_overrides)]
         for overrides, idx in jobs:
             log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
+        configs, tasks = map(list, zip(*self.compose_all(jobs)))
         original = HydraConfig.instance().cfg  # preparing each job sets it
         try:
-            configs, tasks, built = map(list, zip(*self.prepare_all(jobs)))
+            built = self.prepare_all(configs, tasks)
         finally:
             HydraConfig.instance().cfg = original
+        from hydrafit.population import group
+
         returns: List[Optional[JobReturn]] = [None] * len(configs)
         stop: Optional[SystemExit] = None
         for jobs, why in group(tasks, self.max_population, self.idle_callbacks):
@@ -115,31 +116,60 @@ class VectorizedLauncher(Launcher):
         sweeper = self.config.hydra.sweeper
         return ("optuna_pruning",) if is_search(sweeper) and not prunes(sweeper.get("pruner")) else ()
 
-    def prepare_all(self, jobs: List[tuple]) -> List[tuple]:
-        """prepare() of each of `jobs` ((overrides, job number)), shared by processes forked from
-        this one (process_count) that send theirs back pickled (~6 ms a job to read, of the ~25 it
-        takes to prepare on this project's CPU): 480 jobs are ready in ~7 s, not ~11. A process
-        that fails leaves its jobs to this one."""
+    def compose_all(self, jobs: List[tuple]) -> List[tuple]:
+        """compose() of each of `jobs` ((overrides, job number)). A sweep started from the command
+        line has torch and Lightning still to import (~4 s on this project's CPU, one core): a
+        process forked before that import composes every job meanwhile, on the other core, and
+        sends them back (~2.4 ms a job to read, of ~8 to compose). Otherwise, or if that process
+        fails, they are composed here."""
+        composer = None
+        if "pytorch_lightning" not in sys.modules and process_count(len(jobs), self.processes, per=1) > 1:
+            composer = fork_returning(lambda: [self.compose(*job) for job in jobs])
+        from hydrafit import population  # noqa: F401  torch and Lightning, imported meanwhile
+
+        if composer is not None:
+            try:
+                return returned(*composer)
+            except EOFError:  # it died (its error is on stderr): the jobs are composed here
+                pass
+        return [self.compose(*job) for job in jobs]
+
+    def prepare_all(self, configs: List[DictConfig], tasks: List[Optional[DictConfig]]) -> list:
+        """prepare() of each job: its population member (or None), with tasks[i] set to None for
+        a job that does not validate. Shared by processes forked from this one (process_count),
+        which send back each member's datamodule and module (~1.3 ms a job to read, of the ~14 it
+        takes to validate and build on this project's CPU). A process that fails leaves its jobs
+        to this one."""
         import torch
 
-        n = 1 if torch.cuda.is_initialized() else process_count(len(jobs), self.processes)  # CUDA does not survive a fork
-        first, jobs = self.prepare(*jobs[0]), jobs[1:]  # before forking: its composition is theirs too (~0.3 s)
-        children = [fork_returning(lambda part=jobs[w::n]: [self.prepare(*job) for job in part]) for w in range(1, n)]
-        parts = [[self.prepare(*job) for job in jobs[0::n]]]
+        from hydrafit.population import Member
+
+        def prepared(part: List[int]) -> list:  # what a forked process sends back of jobs `part`
+            return [(task is not None, member and (member.datamodule, member.module))
+                    for task, member in (self.prepare(configs[i], tasks[i]) for i in part)]
+
+        n = 1 if torch.cuda.is_initialized() else process_count(len(configs), self.processes)  # CUDA does not survive a fork
+        first = self.prepare(configs[0], tasks[0])  # before forking: the imports and caches it fills are theirs too
+        rest = list(range(1, len(configs)))
+        children = [fork_returning(lambda part=rest[w::n]: prepared(part)) for w in range(1, n)]
+        built = {0: first, **{i: self.prepare(configs[i], tasks[i]) for i in rest[0::n]}}
         for w, (process, pipe) in enumerate(children, start=1):
             try:
-                parts.append(returned(process, pipe))
+                for i, (valid, parts) in zip(rest[w::n], returned(process, pipe)):
+                    task = tasks[i] if valid else None
+                    built[i] = task, parts and Member(task, *parts)
             except EOFError:  # it died (its error is on stderr): its jobs are prepared here
-                parts.append([self.prepare(*job) for job in jobs[w::n]])
-        return [first, *(parts[k % n][k // n] for k in range(len(jobs)))]
+                built.update({i: self.prepare(configs[i], tasks[i]) for i in rest[w::n]})
+        for i, (task, _) in built.items():
+            tasks[i] = task
+        return [built[i][1] for i in range(len(configs))]
 
-    def prepare(self, overrides: List[str], idx: int) -> tuple:
-        """(config, task config, population member) of a job: its composed config (compose); its
-        task config, or None if it does not validate (validated); the member its single run
-        would train (member), or None where it runs alone."""
-        config, task = self.compose(overrides, idx)
+    def prepare(self, config: DictConfig, task: DictConfig) -> tuple:
+        """(task config, population member) of a job: its task config, or None if it does not
+        validate (validated); the member its single run would train (member), or None where it
+        runs alone."""
         task = self.validated(config, task)
-        return config, task, self.member(config, task)
+        return task, self.member(config, task)
 
     def member(self, config: DictConfig, task: Optional[DictConfig]):
         """The job's population member (hydrafit.population.Member), built as its single run
@@ -193,18 +223,18 @@ class VectorizedLauncher(Launcher):
         with open_dict(config):
             config.hydra.job.id = idx
             config.hydra.job.num = idx
+        job_dir = Path(str(config.hydra.sweep.dir)) / str(config.hydra.sweep.subdir)
+        with read_write(config.hydra.runtime), open_dict(config.hydra.runtime):  # as run_job sets it
+            config.hydra.runtime.output_dir = str(job_dir.absolute())
         return config, task_config
 
     @staticmethod
     def validated(config: DictConfig, task: DictConfig) -> Optional[DictConfig]:
-        """The job's task config (without `hydra`, Hydra's runtime set to the job as run_job sets
+        """The job's task config (without `hydra`; Hydra's runtime is the job's, as compose set
         it, so its paths resolve), or None if it does not validate: the ordinary path then
         records the failure in the job's own directory."""
         from hydrafit.config import ConfigError, validate
 
-        job_dir = Path(str(config.hydra.sweep.dir)) / str(config.hydra.sweep.subdir)
-        with read_write(config.hydra.runtime), open_dict(config.hydra.runtime):
-            config.hydra.runtime.output_dir = str(job_dir.absolute())
         current(config)
         try:
             validate(task)
@@ -390,13 +420,14 @@ def forked(target) -> multiprocessing.Process:
 
 def fork_returning(work):
     """A forked process that runs `work()` and sends back what it returns (returned): (process,
-    pipe). The jobs' preparers and writers of prepare_all and write_members."""
+    pipe). The composer of compose_all, the preparers of prepare_all, the writers of write_members."""
     receive, send = multiprocessing.get_context("fork").Pipe(duplex=False)
 
     def run() -> None:
-        import torch
+        if "torch" in sys.modules:  # (compose_all's composer forks before torch is imported)
+            import torch
 
-        torch.set_num_threads(1)  # as DataLoader's workers: torch's OpenMP pool does not survive a fork
+            torch.set_num_threads(1)  # as DataLoader's workers: torch's OpenMP pool does not survive a fork
         try:
             # pickle's own bytes: multiprocessing's pickler would pass tensors as shared memory,
             # gone with this process
@@ -417,13 +448,14 @@ def returned(process: multiprocessing.Process, pipe):
         process.join()
 
 
-def process_count(jobs: int, asked: Optional[int] = None) -> int:
-    """Processes that share the work on `jobs` jobs (prepare_all, write_members), this one
-    included: hydra.launcher.processes, or one a core and at most one per 16 jobs (a fork costs
-    ~0.1 s); one where fork() is not how Python starts processes (macOS, Windows)."""
+def process_count(jobs: int, asked: Optional[int] = None, per: int = 16) -> int:
+    """Processes that share the work on `jobs` jobs (compose_all, prepare_all, write_members),
+    this one included: hydra.launcher.processes, or one a core and at most one per `per` jobs
+    (forking a process that has imported torch costs ~0.1 s); one where fork() is not how Python
+    starts processes (macOS, Windows)."""
     if sys.platform != "linux":
         return 1
-    return max(1, min(jobs, asked or min(len(os.sched_getaffinity(0)), jobs // 16)))
+    return max(1, min(jobs, asked or min(len(os.sched_getaffinity(0)), jobs // per)))
 
 
 def picklable(value):
