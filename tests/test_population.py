@@ -137,9 +137,10 @@ def test_member_figures_are_the_pngs_of_what_fit_figure_draws():
 
 
 @pytest.mark.parametrize("child_dies", [False, True])
-def test_jobs_composed_ahead_in_a_forked_process_come_back_in_order(monkeypatch, child_dies):
+def test_jobs_composed_while_torch_imports_come_back_in_order(monkeypatch, child_dies):
     """VectorizedLauncher.compose_all: while torch and Lightning are still to be imported, a
-    forked process composes every job and sends them back; if it dies, the launcher composes them."""
+    forked process composes jobs; the launcher joins in once it has imported them, each taking
+    the next job not taken; if the forked process dies, the launcher composes what it took."""
     import os
     import sys
 
@@ -147,26 +148,25 @@ def test_jobs_composed_ahead_in_a_forked_process_come_back_in_order(monkeypatch,
 
     if process_count(8, 2) < 2:
         pytest.skip("fork() is not how Python starts processes here")
-    parent, composed_here = os.getpid(), []
+    parent = os.getpid()
 
     def compose(self, overrides, idx):
-        if os.getpid() == parent:
-            composed_here.append(idx)
-        elif child_dies and idx == 13:
+        if child_dies and os.getpid() != parent:
             os._exit(1)
-        return overrides, idx
+        return overrides, idx, os.getpid()
     monkeypatch.setattr(VectorizedLauncher, "compose", compose)
     monkeypatch.delitem(sys.modules, "pytorch_lightning", raising=False)  # as a sweep from the command line starts
-    jobs = [([f"seed={i}"], 10 + i) for i in range(8)]
-    assert VectorizedLauncher(processes=2).compose_all(jobs) == jobs
-    assert composed_here == ([10 + i for i in range(8)] if child_dies else [])
+    jobs = [([f"seed={i}"], 10 + i) for i in range(40)]
+    composed = VectorizedLauncher(processes=2).compose_all(jobs)
+    assert [(o, i) for o, i, _ in composed] == jobs  # each job once, in order
+    assert len({pid for *_, pid in composed} - {parent}) <= (0 if child_dies else 1)
 
 
 @pytest.mark.parametrize("child_dies", [False, True])
 def test_jobs_prepared_in_forked_processes_come_back_in_order(monkeypatch, child_dies):
-    """VectorizedLauncher.prepare_all: forked processes prepare every n-th job and send back its
-    member's datamodule and module; the jobs of one that dies are prepared by the launcher itself.
-    An invalid job comes back without task and member."""
+    """VectorizedLauncher.prepare_all: forked processes prepare jobs and send back each member's
+    datamodule and module; the jobs of one that dies are prepared by the launcher itself. An
+    invalid job comes back without task and member."""
     import os
 
     from hydra_plugins.hydrafit_sweeper.vectorized_launcher import VectorizedLauncher, process_count
@@ -183,9 +183,9 @@ def test_jobs_prepared_in_forked_processes_come_back_in_order(monkeypatch, child
             return None, None
         return task, Member(task, torch.full((2,), float(config)), f"module {config}")  # a tensor travels by value
     monkeypatch.setattr(VectorizedLauncher, "prepare", prepare)
-    configs, tasks = list(range(8)), [f"task {i}" for i in range(8)]
+    configs, tasks = list(range(40)), [f"task {i}" for i in range(40)]
     built = VectorizedLauncher(processes=3).prepare_all(configs, tasks)
-    assert tasks == [f"task {i}" if i != 6 else None for i in range(8)]
+    assert tasks == [f"task {i}" if i != 6 else None for i in range(40)]
     assert built[6] is None
     for i, member in enumerate(built):
         if i != 6:

@@ -118,51 +118,35 @@ class VectorizedLauncher(Launcher):
 
     def compose_all(self, jobs: List[tuple]) -> List[tuple]:
         """compose() of each of `jobs` ((overrides, job number)). A sweep started from the command
-        line has torch and Lightning still to import (~4 s on this project's CPU, one core): a
-        process forked before that import composes every job meanwhile, on the other core, and
-        sends them back (~2.4 ms a job to read, of ~8 to compose). Otherwise, or if that process
-        fails, they are composed here."""
-        composer = None
-        if "pytorch_lightning" not in sys.modules and process_count(len(jobs), self.processes, per=1) > 1:
-            composer = fork_returning(lambda: [self.compose(*job) for job in jobs])
-        from hydrafit import population  # noqa: F401  torch and Lightning, imported meanwhile
+        line has torch and Lightning still to import (~4 s on this project's CPU, on one core):
+        processes forked before that import compose jobs meanwhile, and this one joins them once
+        it has imported (share). Composing takes ~8 ms a job; reading one back ~2.4."""
+        def imported() -> None:
+            from hydrafit import population  # noqa: F401  torch and Lightning
 
-        if composer is not None:
-            try:
-                return returned(*composer)
-            except EOFError:  # it died (its error is on stderr): the jobs are composed here
-                pass
-        return [self.compose(*job) for job in jobs]
+        n = process_count(len(jobs), self.processes, per=1) if "pytorch_lightning" not in sys.modules else 1
+        return share(jobs, lambda job: self.compose(*job), n, meanwhile=imported)
 
     def prepare_all(self, configs: List[DictConfig], tasks: List[Optional[DictConfig]]) -> list:
         """prepare() of each job: its population member (or None), with tasks[i] set to None for
-        a job that does not validate. Shared by processes forked from this one (process_count),
-        which send back each member's datamodule and module (~1.3 ms a job to read, of the ~14 it
-        takes to validate and build on this project's CPU). A process that fails leaves its jobs
-        to this one."""
+        a job that does not validate. Shared with processes forked from this one (process_count,
+        share), which send back each member's datamodule and module (~1.3 ms a job to read, of the
+        ~14 it takes to validate and build on this project's CPU)."""
         import torch
 
         from hydrafit.population import Member
 
-        def prepared(part: List[int]) -> list:  # what a forked process sends back of jobs `part`
-            return [(task is not None, member and (member.datamodule, member.module))
-                    for task, member in (self.prepare(configs[i], tasks[i]) for i in part)]
+        def prepared(i: int) -> tuple:  # (valid, (datamodule, module) of its member, or None)
+            task, member = self.prepare(configs[i], tasks[i])
+            return task is not None, member and (member.datamodule, member.module)
 
         n = 1 if torch.cuda.is_initialized() else process_count(len(configs), self.processes)  # CUDA does not survive a fork
-        first = self.prepare(configs[0], tasks[0])  # before forking: the imports and caches it fills are theirs too
-        rest = list(range(1, len(configs)))
-        children = [fork_returning(lambda part=rest[w::n]: prepared(part)) for w in range(1, n)]
-        built = {0: first, **{i: self.prepare(configs[i], tasks[i]) for i in rest[0::n]}}
-        for w, (process, pipe) in enumerate(children, start=1):
-            try:
-                for i, (valid, parts) in zip(rest[w::n], returned(process, pipe)):
-                    task = tasks[i] if valid else None
-                    built[i] = task, parts and Member(task, *parts)
-            except EOFError:  # it died (its error is on stderr): its jobs are prepared here
-                built.update({i: self.prepare(configs[i], tasks[i]) for i in rest[w::n]})
-        for i, (task, _) in built.items():
-            tasks[i] = task
-        return [built[i][1] for i in range(len(configs))]
+        first = prepared(0)  # before forking: the imports and caches it fills are theirs too
+        built = []
+        for i, (valid, parts) in enumerate([first, *share(range(1, len(configs)), prepared, n)]):
+            tasks[i] = tasks[i] if valid else None
+            built.append(parts and Member(tasks[i], *parts))
+        return built
 
     def prepare(self, config: DictConfig, task: DictConfig) -> tuple:
         """(task config, population member) of a job: its task config, or None if it does not
@@ -420,11 +404,11 @@ def forked(target) -> multiprocessing.Process:
 
 def fork_returning(work):
     """A forked process that runs `work()` and sends back what it returns (returned): (process,
-    pipe). The composer of compose_all, the preparers of prepare_all, the writers of write_members."""
+    pipe). The processes of share (compose_all, prepare_all) and write_members."""
     receive, send = multiprocessing.get_context("fork").Pipe(duplex=False)
 
     def run() -> None:
-        if "torch" in sys.modules:  # (compose_all's composer forks before torch is imported)
+        if "torch" in sys.modules:  # (compose_all's processes fork before torch is imported)
             import torch
 
             torch.set_num_threads(1)  # as DataLoader's workers: torch's OpenMP pool does not survive a fork
@@ -438,6 +422,43 @@ def fork_returning(work):
     process = forked(run)
     send.close()
     return process, receive
+
+
+def share(items, work, processes: int, meanwhile=None) -> list:
+    """[work(item) for item in items], computed by this process and processes - 1 forked ones
+    (fork_returning), each taking the next item none has taken yet from a counter in shared
+    memory, so that a process slowed down takes fewer. `meanwhile` runs here before this process
+    takes any (compose_all: the import the others do not wait for). A process that dies leaves
+    its items to this one."""
+    items = list(items)
+    if processes <= 1 or len(items) < 2:
+        if meanwhile:
+            meanwhile()
+        return [work(item) for item in items]
+    taken = multiprocessing.get_context("fork").Value("q", 0)
+
+    def run(pickled: bool) -> dict:
+        done = {}
+        while True:
+            with taken.get_lock():
+                k = taken.value
+                taken.value += 1
+            if k >= len(items):
+                return done
+            # a forked process pickles each result as it is done, while this one still works
+            # (the pickle of a 480-job composition took ~1 s at the end)
+            done[k] = pickle.dumps(work(items[k])) if pickled else work(items[k])
+
+    children = [fork_returning(functools.partial(run, True)) for _ in range(processes - 1)]
+    if meanwhile:
+        meanwhile()
+    done = run(False)
+    for process, pipe in children:
+        try:
+            done.update({k: pickle.loads(result) for k, result in returned(process, pipe).items()})
+        except EOFError:  # it died (its error is on stderr): its items are done here
+            pass
+    return [done[k] if k in done else work(items[k]) for k in range(len(items))]
 
 
 def returned(process: multiprocessing.Process, pipe):
