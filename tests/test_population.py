@@ -193,6 +193,32 @@ def test_jobs_prepared_in_forked_processes_come_back_in_order(monkeypatch, child
             assert member.datamodule.tolist() == [i, i]
 
 
+def test_a_writer_process_that_dies_stops_the_population_with_one_error():
+    """share(lost=...), as write_members uses it: a member written twice would hold two
+    TensorBoard event files, so a dead writer is an error, not work redone here."""
+    import multiprocessing
+    import os
+
+    from hydra_plugins.hydrafit_sweeper.vectorized_launcher import process_count, share
+
+    if process_count(64, 2) < 2:
+        pytest.skip("fork() is not how Python starts processes here")
+    parent, dying = os.getpid(), multiprocessing.get_context("fork").Event()
+
+    def work(item):
+        if os.getpid() != parent:
+            dying.set()
+            os._exit(3)
+        return item
+
+    def lost(process):
+        raise RuntimeError(f"a writer died (exit code {process.exitcode})")
+    with pytest.raises(RuntimeError, match=r"a writer died \(exit code 3\)"):
+        share(range(40), work, 2, meanwhile=lambda: dying.wait(60), lost=lost)
+    dying.clear()  # without `lost`, its items are done here
+    assert share(range(40), work, 2, meanwhile=lambda: dying.wait(60)) == list(range(40))
+
+
 def test_job_record_is_what_omegaconf_writes():
     """The vectorised launcher's .hydra/ YAML and hparams.yaml (libyaml's emitter) are the text
     OmegaConf writes."""

@@ -280,46 +280,30 @@ class VectorizedLauncher(Launcher):
         return None
 
     def write_members(self, member_tasks: dict, configs, tasks, returns, recorded: bool) -> Optional[SystemExit]:
-        """run_member for every member of a population, shared by writer processes forked from this
-        one (process_count), each writing every n-th member's run directory and running its job
-        callbacks, as hydra/launcher=joblib's workers run theirs. Why: a member's directory costs
-        ~50 ms of Python on this project's CPU (figure, TensorBoard, checkpoint, metrics, summary):
-        most of a 480-job sweep, whose population trains in ~3 s. `recorded`: record_members
-        wrote their .hydra/ records."""
-        jobs = list(member_tasks)
-        n = process_count(len(jobs), self.processes)
-        children = [fork_returning(lambda part=jobs[w::n]: self.write_part(part, member_tasks, configs, tasks, returns, recorded))
-                    for w in range(1, n)]
-        stop = None
-        try:
-            for i in jobs[0::n]:
-                stop = self.run_member(i, configs, tasks, returns, member_tasks[i], recorded) or stop
-            for process, pipe in children:
-                try:
-                    written = returned(process, pipe)
-                except EOFError:
-                    raise RuntimeError(f"a writer process of the population died (exit code {process.exitcode}); "
-                                       f"resume_sweep= reruns its unfinished jobs") from None
-                for i, fields, code in written:
-                    returns[i] = JobReturn(overrides=list(configs[i].hydra.overrides.task), cfg=tasks[i],
-                                           hydra_cfg=configs[i], **fields) if fields else None
-                    stop = stop or (SystemExit(code) if code is not None else None)
-        finally:
-            for process, _ in children:
-                process.join()
-        return stop
-
-    def write_part(self, jobs: List[int], member_tasks: dict, configs, tasks, returns, recorded: bool) -> list:
-        """run_member for `jobs` in a forked writer process: what their JobReturns hold besides
-        the configs (the launcher has those), and the exit code a job callback asked for."""
-        written = []
-        for i in jobs:
+        """run_member for every member of a population, shared with writer processes forked from
+        this one (process_count, share), each writing members' run directories and running their
+        job callbacks, as hydra/launcher=joblib's workers run theirs. Why: a member's directory
+        costs ~50 ms of Python on this project's CPU (figure, TensorBoard, checkpoint, metrics,
+        summary): most of a 480-job sweep, whose population trains in ~3 s. `recorded`:
+        record_members wrote their .hydra/ records."""
+        def written(i: int) -> tuple:  # what i's JobReturn holds besides the configs, and the exit code a callback asked for
             stop = self.run_member(i, configs, tasks, returns, member_tasks[i], recorded)
             ret = returns[i]
             fields = ret and dict(status=ret.status, task_name=ret.task_name, working_dir=ret.working_dir,
                                   _return_value=picklable(ret._return_value))
-            written.append((i, fields, stop and stop.code))
-        return written
+            return fields, stop and stop.code
+
+        def lost(process) -> None:  # a member written twice would hold two TensorBoard event files
+            raise RuntimeError(f"a writer process of the population died (exit code {process.exitcode}); "
+                               f"resume_sweep= reruns its unfinished jobs")
+
+        jobs = list(member_tasks)
+        stop = None
+        for i, (fields, code) in zip(jobs, share(jobs, written, process_count(len(jobs), self.processes), lost=lost)):
+            returns[i] = JobReturn(overrides=list(configs[i].hydra.overrides.task), cfg=tasks[i],
+                                   hydra_cfg=configs[i], **fields) if fields else None
+            stop = stop or (SystemExit(code) if code is not None else None)
+        return stop
 
     @staticmethod
     def record_members(jobs: List[int], configs, tasks):
@@ -404,7 +388,7 @@ def forked(target) -> multiprocessing.Process:
 
 def fork_returning(work):
     """A forked process that runs `work()` and sends back what it returns (returned): (process,
-    pipe). The processes of share (compose_all, prepare_all) and write_members."""
+    pipe). The processes of share (compose_all, prepare_all, write_members)."""
     receive, send = multiprocessing.get_context("fork").Pipe(duplex=False)
 
     def run() -> None:
@@ -424,12 +408,12 @@ def fork_returning(work):
     return process, receive
 
 
-def share(items, work, processes: int, meanwhile=None) -> list:
+def share(items, work, processes: int, meanwhile=None, lost=None) -> list:
     """[work(item) for item in items], computed by this process and processes - 1 forked ones
     (fork_returning), each taking the next item none has taken yet from a counter in shared
     memory, so that a process slowed down takes fewer. `meanwhile` runs here before this process
     takes any (compose_all: the import the others do not wait for). A process that dies leaves
-    its items to this one."""
+    its items to this one, unless `lost` (called with it) raises."""
     items = list(items)
     if processes <= 1 or len(items) < 2:
         if meanwhile:
@@ -453,11 +437,16 @@ def share(items, work, processes: int, meanwhile=None) -> list:
     if meanwhile:
         meanwhile()
     done = run(False)
-    for process, pipe in children:
-        try:
-            done.update({k: pickle.loads(result) for k, result in returned(process, pipe).items()})
-        except EOFError:  # it died (its error is on stderr): its items are done here
-            pass
+    try:
+        for process, pipe in children:
+            try:
+                done.update({k: pickle.loads(result) for k, result in returned(process, pipe).items()})
+            except EOFError:  # it died (its error is on stderr): its items are done here
+                if lost:
+                    lost(process)
+    finally:
+        for process, _ in children:
+            process.join()
     return [done[k] if k in done else work(items[k]) for k in range(len(items))]
 
 
