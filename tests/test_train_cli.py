@@ -185,3 +185,25 @@ def test_cfg_job_prints_the_composed_config_and_trains_nothing(tmp_path):
 
 # Bad input through the CLI (one line, exit 2, no result-like artifact in the run dir Hydra made):
 # tests/test_robustness.py::test_bad_value_is_one_line_and_exit_2_from_the_cli, the same overrides among its cases.
+
+
+def test_torch_and_lightning_are_imported_out_of_the_cycle_collectors_way():
+    """train.import_lightning, in a fresh interpreter as each hydrafit-train starts: the objects
+    the import makes are frozen (gc.freeze), the collector is on again, a second call changes
+    nothing, and no full collection ran during the import."""
+    import subprocess
+    import sys
+
+    code = """
+import gc
+full = []
+gc.callbacks.append(lambda phase, info: phase == "stop" and info["generation"] == 2 and full.append(1))
+from hydrafit.train import import_lightning
+import_lightning()
+frozen = gc.get_freeze_count()
+import_lightning()
+print(frozen, gc.get_freeze_count(), gc.isenabled(), len(full))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    frozen, again, enabled, full = int(out[0]), int(out[1]), out[2], int(out[3])
+    assert frozen > 100_000 and again == frozen and enabled == "True" and full == 0

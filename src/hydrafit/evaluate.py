@@ -154,10 +154,12 @@ def write_predictions(output: Path, column, x, net) -> None:
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Recompute the run's metrics and fit.png from its checkpoint; predict `input` if given."""
+    from hydrafit.train import import_lightning, load_dataset
+
+    import_lightning()  # first: the modules below import them
     from hydrafit.callbacks import draw_fit, write_json_atomic
     from hydrafit.metrics import final_metrics
     from hydrafit.plotting import png
-    from hydrafit.train import load_dataset
 
     ckpt = check_request(cfg)
     run_dir, out = ckpt.parent.parent, Path(HydraConfig.get().runtime.output_dir)

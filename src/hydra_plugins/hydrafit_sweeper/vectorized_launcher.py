@@ -121,11 +121,10 @@ class VectorizedLauncher(Launcher):
         line has torch and Lightning still to import (~4 s on this project's CPU, on one core):
         processes forked before that import compose jobs meanwhile, and this one joins them once
         it has imported (share). Composing takes ~8 ms a job; reading one back ~2.4."""
-        def imported() -> None:
-            from hydrafit import population  # noqa: F401  torch and Lightning
+        from hydrafit.train import import_lightning
 
         n = process_count(len(jobs), self.processes, per=1) if "pytorch_lightning" not in sys.modules else 1
-        return share(jobs, lambda job: self.compose(*job), n, meanwhile=imported)
+        return share(jobs, lambda job: self.compose(*job), n, meanwhile=import_lightning)
 
     def prepare_all(self, configs: List[DictConfig], tasks: List[Optional[DictConfig]]) -> list:
         """prepare() of each job: its population member (or None), with tasks[i] set to None for
