@@ -54,7 +54,7 @@ def overhead_ms(source: Path, n_jobs: int, at: list[int], tmp: Path) -> dict[int
         (job / ".hydra" / "overrides.yaml").write_text(f"- seed={k - 1}\n")
         if k in at:
             rebuilt = fastest(lambda: sweep.write_summary(sweep_dir, figure=False), repeats=3)
-            incremental = fastest(lambda: sweep.update_after_job(sweep_dir, k - 1), repeats=20)
+            incremental = fastest(lambda: sweep.update_after_job(sweep_dir, k - 1), repeats=100)
             results[k] = (rebuilt * 1e3, incremental * 1e3)
         else:
             sweep.update_after_job(sweep_dir, k - 1)
