@@ -69,8 +69,9 @@ PLAIN_ATTRIBUTES = frozenset({"_current_fx_name", "_loss_sum", "_loss_count", "_
 
 
 def set_attribute(module: nn.Module, name: str, value) -> None:
-    """The __setattr__ of Regressor and hydrafit.population.Population: PLAIN_ATTRIBUTES set
-    directly, others through nn.Module's (LightningModule has none of its own)."""
+    """The __setattr__ of Regressor and hydrafit.population.Population (the function itself, no
+    frame in between): PLAIN_ATTRIBUTES set directly, others through nn.Module's
+    (LightningModule has none of its own)."""
     if name in PLAIN_ATTRIBUTES:
         object.__setattr__(module, name, value)
     else:
@@ -101,8 +102,7 @@ class Regressor(pl.LightningModule):
         if scaling:
             self.net = Standardized(self.net, **scaling)
 
-    def __setattr__(self, name: str, value) -> None:
-        set_attribute(self, name, value)
+    __setattr__ = set_attribute
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

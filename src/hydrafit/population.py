@@ -256,8 +256,7 @@ class Population(pl.LightningModule):
         self._snapshot: dict | None = None
         self.template: dict = {}
 
-    def __setattr__(self, name: str, value) -> None:
-        set_attribute(self, name, value)
+    __setattr__ = set_attribute
 
     def member_losses(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Each member's MSE on its own batch: [members]."""
