@@ -223,9 +223,9 @@ def import_lightning() -> None:
     way (gc.freeze). Otherwise it walks them all again and again while they pile up (5 full
     collections, ~0.6 s of a default run, that collect nearly nothing), and again after a
     vectorised sweep's batch (launch); forked processes (the vectorised launcher's) then leave
-    their pages shared, as gc.freeze's documentation says. Once a process: what exists when
-    they are already imported is left to the collector."""
-    if "pytorch_lightning" in sys.modules:
+    their pages shared, as gc.freeze's documentation says. Only as a process's first import of
+    torch: a Python session that imported it itself (hydrafit.fit) keeps its objects collectable."""
+    if "torch" in sys.modules or "pytorch_lightning" in sys.modules:
         return
     enabled = gc.isenabled()
     gc.disable()
