@@ -43,8 +43,9 @@ class VectorizedLauncherConf:
     # (null: no limit). Memory grows with it: a member of the default experiment is a few kB.
     max_population: Optional[int] = None
     # Processes that prepare the jobs (compose, validate, build each member) and write the members'
-    # run directories once a population is trained (Linux; null: one a core, at most one per 16
-    # jobs; 1: this process alone).
+    # run directories once a population is trained, each taking the next job (Linux; null: one a
+    # core, at most one per 16 jobs, but one a core to compose while torch imports; 1: this
+    # process alone).
     processes: Optional[int] = None
 
 
