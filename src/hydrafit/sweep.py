@@ -673,11 +673,11 @@ REWRITE_SECONDS = 1.0
 class SweepSummary(Callback):
     """Keeps <sweep dir>/summary.csv and summary.md current after every job (in the job's own
     process, so also under joblib; at most once a REWRITE_SECONDS) and writes them with
-    sweep.png when the sweep ends. Hydra
-    1.3 calls on_multirun_end only if no job failed: an atexit hook, registered when the sweep
-    starts, writes the summary on the failure path (Hydra then exits 1). Where Hydra would exit
-    0 although a job did not complete (Optuna, max_failure_rate), on_multirun_end exits 1.
-    A job stopped by Ctrl-C/SIGTERM stops the sweep (exit 130), resumable with resume_sweep=."""
+    sweep.png when the sweep ends. Hydra 1.3 calls on_multirun_end only if no job failed: an
+    atexit hook, registered when the sweep starts, writes the summary on the failure path (Hydra
+    then exits 1). Where Hydra would exit 0 although a job did not complete (Optuna,
+    max_failure_rate), on_multirun_end exits 1. A job stopped by Ctrl-C/SIGTERM stops the sweep
+    (exit 130), resumable with resume_sweep=."""
 
     def __init__(self) -> None:
         self.sweep_dir: Path | None = None
@@ -712,10 +712,11 @@ class SweepSummary(Callback):
         elif job_return.status == JobStatus.FAILED or status not in ("completed", "incomplete"):
             log.error("Job #%s %s%s", config.hydra.job.num, status.replace("incomplete", "failed"),
                       f": {error}" if error else "")
-        rewrite = time.monotonic() - self.rewritten >= REWRITE_SECONDS
+        now = time.monotonic()
+        rewrite = now - self.rewritten >= REWRITE_SECONDS
         update_after_job(Path(str(config.hydra.sweep.dir)), int(config.hydra.job.num), rewrite)
         if rewrite:
-            self.rewritten = time.monotonic()
+            self.rewritten = now
         from hydrafit.callbacks import GracefulStop  # a signal that came as the job's last epoch ended
 
         if (status == "interrupted" or GracefulStop.requested) and os.getpid() == self.launcher_pid:
