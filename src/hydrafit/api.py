@@ -6,11 +6,12 @@
     result.predict([0.0, 1.0])              # numpy, in the data's units
     again = hydrafit.load(result.run_dir)    # the same, from checkpoints/last.ckpt
 
-A fit is the run `hydrafit-train <overrides>` makes (hydrafit.train.compose/start/run), in
-this process: the same run directory, .hydra/ record and files. What differs is what a
-notebook must not meet: bad input raises ConfigError (nothing is left on disk) instead of
-exiting, a diverged or interrupted run raises RunStopped, the process never exits, and the
-caller's signal handlers and logging are theirs again afterwards.
+A fit is the run `hydrafit-train <overrides>` makes, in this process, through the same recipe
+(run): the same run directory, .hydra/ record and files. What differs is what a notebook must
+not meet: bad input raises ConfigError (nothing is left on disk) instead of exiting, a diverged
+or interrupted run raises RunStopped, the process never exits, and the caller's process is as it
+was afterwards (process_kept: signal handlers, logging, warning filters, OmegaConf's parser,
+TensorBoard's checksum function).
 """
 from __future__ import annotations
 
@@ -18,9 +19,26 @@ import contextlib
 import json
 import logging
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
+
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from hydrafit.compat.omegaconf import parsing_cached
+from hydrafit.compat.tensorboard import checksums_in_c
+from hydrafit.config.compose import compose, job_config, start
+from hydrafit.config.errors import ConfigError
+from hydrafit.config.preflight import check_request, check_run
+from hydrafit.config.validate import validate
+from hydrafit.report.status import RunStopped
+from hydrafit.rundir import dirs
+from hydrafit.rundir.files import write_json
+from hydrafit.rundir.records import resolved_config
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -40,41 +58,93 @@ class Result:
         import numpy as np
         import torch
 
-        from hydrafit.metrics import predict
+        from hydrafit.metrics import predict  # torch: imported when a model is asked
 
         x = np.asarray(x, dtype=np.float32)
         return predict(self.model.net, torch.from_numpy(x.reshape(-1, 1))).numpy().reshape(x.shape)
 
 
+
 def fit(overrides: Sequence[str] = (), run_dir: str | Path | None = None) -> Result:
     """Train the run `hydrafit-train <overrides>` would train, into `run_dir` (default: a new
     directory under outputs/runs/ of the current directory, named as the CLI names it)."""
-    from hydra.core.hydra_config import HydraConfig
+    claimed, created = len(dirs.CLAIMED), []
+    with process_kept():
+        try:
+            cfg = compose(list(overrides), run_dir)  # claims a new run dir (hydrafit.rundir.dirs)
+            out = Path(cfg.hydra.runtime.output_dir)
+            created = dirs.CLAIMED[claimed:] or [d for d in [out, *out.parents] if not d.exists()]
+            validate(job_config(cfg))  # before anything is written, like the CLI's one line
+            check_run(cfg, str(out))
+            job = start(cfg)
+            with run_log(out / f"{cfg.hydra.job.name}.log", cfg):
+                trained_cfg, trainer = run(job)
+                optimized_value(trained_cfg, trainer)
+        except ConfigError:  # bad input, found before or while building: no directory is left
+            remove_created(created)
+            raise
+    model = trainer.lightning_module
+    model.trainer = None  # let the Trainer, its loggers and data go
+    return result(out, model)
 
-    from hydrafit import run_dirs, train
-    from hydrafit.config import ConfigError, validate
-    from hydrafit.preflight import check_run
 
-    previous = HydraConfig.instance().cfg  # the caller's (none, or a Hydra app's own)
-    claimed, created = len(run_dirs.CLAIMED), []
+
+def run(cfg: DictConfig):
+    """What `hydrafit-train` and hydrafit.fit do with a composed job config: validate, then train
+    it, or continue the run `resume=` names. Returns (the config trained, the Trainer). An error
+    other than bad input or a stopped run is recorded in metrics.json, then raised."""
+    # The engine imports torch and Lightning (~4 s): imported when a run starts, so that `import
+    # hydrafit` and `hydrafit-train --help` stay quick.
+    from hydrafit.engine.single import resumed_run, train
+
     try:
-        cfg = train.compose(list(overrides), run_dir)  # claims a new run dir (hydrafit.run_dirs)
-        out = Path(cfg.hydra.runtime.output_dir)
-        created = run_dirs.CLAIMED[claimed:] or [d for d in [out, *out.parents] if not d.exists()]
-        validate(train.job_config(cfg))  # before anything is written, like the CLI's one line
-        check_run(cfg, str(out))
-        job = train.start(cfg)
-        with run_log(out / f"{cfg.hydra.job.name}.log", cfg):
-            trained_cfg, trainer = train.run(job)
-            train.optimized_value(trained_cfg, trainer)
-        model = trainer.lightning_module
-        model.trainer = None  # let the Trainer, its loggers and data go
-        return result(out, model)
-    except ConfigError:  # bad input, found before or while building: no directory is left
-        remove_created(created)
+        validate(cfg)
+        if cfg.resume is None:
+            return cfg, train(cfg)
+        resumed, checkpoint, ckpt_path = resumed_run(cfg)
+        validate(resumed)
+        return resumed, train(resumed, checkpoint, ckpt_path)
+    except (ConfigError, RunStopped):
         raise
+    except Exception as error:
+        record_failure(error)
+        raise
+
+
+def record_failure(error: BaseException) -> None:
+    """metrics.json of a job that did not finish: `status: failed` and the error, so a sweep
+    summary (and a person) can tell it from a result."""
+    output_dir = Path(HydraConfig.get().runtime.output_dir)
+    write_json(output_dir / "metrics.json", {
+        "status": "failed", "error": f"{type(error).__name__}: {error}".strip()})
+
+
+def optimized_value(cfg: DictConfig, trainer) -> float | None:
+    """The final value of `cfg.optimized_metric`, which `hydrafit-train` returns to sweepers
+    (None when no MetricsFile callback computed it), announced with the run dir."""
+    metric = trainer.callback_metrics.get(cfg.optimized_metric)
+    if metric is None:
+        return None
+    log.info("%s = %.6g  (run dir: %s)", cfg.optimized_metric, float(metric),
+             HydraConfig.get().runtime.output_dir)
+    return float(metric)
+
+
+
+@contextlib.contextmanager
+def process_kept():
+    """Within: what a fit changes in its process (Hydra's current config, warning filters, the
+    filters of Lightning's logger, OmegaConf's parser, TensorBoard's checksum function) is put
+    back as the caller had it when the block ends, however it ends. Signal handlers are put back
+    by GracefulStop itself (on_train_end, on_exception)."""
+    lightning_log = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    hydra_config, log_filters = HydraConfig.instance().cfg, list(lightning_log.filters)
+    try:
+        with warnings.catch_warnings(), parsing_cached(), checksums_in_c():
+            yield
     finally:
-        HydraConfig.instance().cfg = previous
+        HydraConfig.instance().cfg = hydra_config
+        lightning_log.filters[:] = log_filters
 
 
 def remove_created(created: list[Path]) -> None:
@@ -86,39 +156,22 @@ def remove_created(created: list[Path]) -> None:
             parent.rmdir()
 
 
-def load(run_dir: str | Path, ckpt: str = "last") -> Result:
-    """A finished run (a single run's directory or one job's of a sweep), its model from
-    checkpoints/<ckpt>.ckpt ("last" or "best"). A path that is not such a run raises ConfigError."""
-    from omegaconf import OmegaConf
-
-    from hydrafit.evaluate import check_request, load_model
-
-    path = check_request(OmegaConf.create({"run": str(run_dir), "ckpt": ckpt, "input": None}))
-    return result(path.parent.parent, load_model(path)[0])
-
-
 def result(run_dir: Path, model) -> Result:
     """The Result of the run in `run_dir` whose trained model is `model`."""
     metrics_file = run_dir / "metrics.json"
     metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
-    return Result(run_dir, run_config(run_dir), metrics, model.cpu().eval())
+    return Result(run_dir, resolved_config(run_dir), metrics, model.cpu().eval())
 
 
-def run_config(run_dir: Path):
-    """The run's .hydra/config.yaml with its ${hydra:...} interpolations resolved against its
-    .hydra/hydra.yaml (the output dir: `run_dir`), usable outside Hydra."""
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import OmegaConf
 
-    from hydrafit.evaluate import run_config as recorded_config
+def load(run_dir: str | Path, ckpt: str = "last") -> Result:
+    """A finished run (a single run's directory or one job's of a sweep), its model from
+    checkpoints/<ckpt>.ckpt ("last" or "best"). A path that is not such a run raises ConfigError."""
+    from hydrafit.models import load_regressor  # torch: imported when a model is loaded
 
-    hydra_cfg = OmegaConf.load(run_dir / ".hydra" / "hydra.yaml")  # what ${hydra:...} reads
-    hydra_cfg.hydra.runtime.output_dir = str(run_dir.absolute())
-    previous, HydraConfig.instance().cfg = HydraConfig.instance().cfg, hydra_cfg
-    try:
-        return OmegaConf.create(OmegaConf.to_container(recorded_config(run_dir), resolve=True))
-    finally:
-        HydraConfig.instance().cfg = previous
+    path = check_request(OmegaConf.create({"run": str(run_dir), "ckpt": ckpt, "input": None}))
+    return result(path.parent.parent, load_regressor(path)[0])
+
 
 
 @contextlib.contextmanager

@@ -39,7 +39,11 @@ def final_metrics(net: nn.Module, datamodule) -> dict[str, float]:
 
 def metric_names(datamodule) -> list[str]:
     """The keys final_metrics will report for this datamodule, known before training."""
-    from hydrafit.hparams import final_metric_names
-
     return final_metric_names(len(datamodule.x_val) > 0, datamodule.baseline_degree is not None,
                               datamodule.truth is not None)
+
+
+def final_metric_names(has_val: bool, has_baseline: bool, has_truth: bool) -> list[str]:
+    """The final metrics a run reports (hydrafit.metrics.final_metrics), known before training."""
+    names = ["train/mse"] + ["truth/rmse"] * has_truth + ["val/mse"] * has_val
+    return names + ["baseline/truth_rmse"] * (has_baseline and has_truth)

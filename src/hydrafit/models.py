@@ -10,10 +10,11 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 
-from hydrafit import config
+from hydrafit.config.errors import ConfigError
+from hydrafit.config.validate import ACTIVATIONS as ACTIVATION_NAMES
 from hydrafit.data import Steps
 
-ACTIVATIONS = {name: getattr(nn, cls) for name, cls in config.ACTIVATIONS.items()}
+ACTIVATIONS = {name: getattr(nn, cls) for name, cls in ACTIVATION_NAMES.items()}
 
 
 def mlp(hidden_dims, activation: str = "relu", init: str = "torch") -> nn.Sequential:
@@ -69,7 +70,7 @@ PLAIN_ATTRIBUTES = frozenset({"_current_fx_name", "_loss_sum", "_loss_count", "_
 
 
 def set_attribute(module: nn.Module, name: str, value) -> None:
-    """The __setattr__ of Regressor and hydrafit.population.Population (the function itself, no
+    """The __setattr__ of Regressor and hydrafit.engine.population.Population (the function itself, no
     frame in between): PLAIN_ATTRIBUTES set directly, others through nn.Module's
     (LightningModule has none of its own)."""
     if name in PLAIN_ATTRIBUTES:
@@ -92,7 +93,7 @@ class Regressor(pl.LightningModule):
 
     _loss_sum, _loss_count = 0.0, 0  # this epoch's sum of batch losses x batch sizes, and of sizes
     _unlogged: list | tuple = ()  # (step, train/loss) of the epochs not yet handed to the loggers
-    one_step_per_batch = False  # set by hydrafit.lr_finder while Lightning's finder runs
+    one_step_per_batch = False  # set by hydrafit.engine.lr_finder while Lightning's finder runs
 
     def __init__(self, model: dict, optimizer: dict, scheduler: dict | None = None,
                  scaling: dict | None = None):
@@ -209,3 +210,20 @@ class Regressor(pl.LightningModule):
             return optimizer
         scheduler = instantiate(self.hparams.scheduler, _convert_="all")(optimizer=optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+
+def load_regressor(path):
+    """(Regressor, epochs trained) from a checkpoint, on the CPU, in the dtype it was saved in
+    (float64 after trainer.precision=64), so its predictions are those the run computed."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        module = Regressor(**checkpoint["hyper_parameters"])
+        state = checkpoint["state_dict"]
+        module.to(next(v.dtype for v in state.values() if v.is_floating_point()))
+        module.load_state_dict(state)
+    except Exception as error:  # truncated, foreign or from an incompatible version
+        reason = str(error).splitlines()[0][:200] if str(error) else ""
+        raise ConfigError(f"ckpt: {path} is not a readable hydrafit checkpoint "
+                          f"({type(error).__name__}{': ' + reason if reason else ''})") from None
+    progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {})
+    return module.eval(), progress.get("total", {}).get("processed", checkpoint["epoch"])

@@ -9,10 +9,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from pytorch_lightning.loggers import MLFlowLogger
-
-from hydrafit.study import sqlite_lock
 from pytorch_lightning.utilities import rank_zero_only
+
+from hydrafit.rundir.locks import sqlite_lock
 
 SQLITE = "sqlite:///"
 
@@ -71,9 +73,6 @@ class MLflowLogger(MLFlowLogger):
 def hydra_run_identity(run_name: str | None, tags: dict) -> tuple[str | None, dict]:
     """(run name, tags) after the Hydra run or sweep job this is: the run dir's name, or the
     job's number and overrides, as TensorBoard names sweep runs."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
     if not HydraConfig.initialized():
         return run_name, tags
     hydra = HydraConfig.get()

@@ -5,17 +5,13 @@ one directory and the later one overwrote the earlier (hydra #2925: Hydra cannot
 creation atomic). Here the name is claimed by creating the directory: `os.mkdir` either creates
 it or fails because it exists, in one step, so of any number of processes starting together each
 gets its own (`<date>_<time>`, then `<date>_<time>_01`, `_02`, ... in the same second; `ls` still
-sorts them by start time). conf/hydra/default.yaml calls the resolver; Preflight calls
-`refuse_existing` for directories the user names himself.
+sorts them by start time). conf/hydra/default.yaml names them through hydrafit.config.resolvers.
 """
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from pathlib import Path
-
-from omegaconf import OmegaConf
 
 
 CLAIMED: list[Path] = []  # directories this process created, for release_unclaimed
@@ -50,22 +46,11 @@ def claim_new_dir(parent: str, stamp: str) -> str:
     raise RuntimeError(f"no free directory name under {parent} for {stamp}")
 
 
-def run_dir(resume, parent: str) -> str:
-    """${hydrafit.run_dir:${resume},outputs/runs}: the directory to continue, or a new one. One
-    resolver (not `if_resume` around a creating one): OmegaConf resolves every argument, so a
-    creating argument would make a stray directory on resume."""
+def new_run_dir(resume, parent: str) -> str:
+    """The directory to continue (`resume`), or a new one under `parent`."""
     if resume is not None:
         return str(resume)
     return claim_new_dir(parent, time.strftime("%Y-%m-%d_%H-%M-%S"))
-
-
-# Cached like Hydra's ${now:}: each job of a sweep gets the master config's value (copy_cache).
-OmegaConf.register_new_resolver("hydrafit.run_dir", run_dir, use_cache=True, replace=True)
-# `resume=<run dir>` writes the new invocation's Hydra record to .hydra/resume_<time>/, not over
-# the original .hydra/ (conf/hydra/default.yaml).
-OmegaConf.register_new_resolver(
-    "hydrafit.if_resume", lambda resume, when_resuming, otherwise: when_resuming if resume else otherwise,
-    replace=True)
 
 
 def holds_results(path: Path) -> str | None:
@@ -88,25 +73,3 @@ def ddp_child(config) -> bool:
     with `hydra.run.dir=<rank 0's dir>` (the facts file), and must join that directory."""
     return (os.environ.get("LOCAL_RANK", "0") != "0"
             and str(config.hydra.job.name).startswith("train_ddp_process_"))
-
-
-def refuse_existing(config, key: str) -> None:
-    """An explicit hydra.run.dir / hydra.sweep.dir that already holds a run or a sweep is refused
-    (ConfigError), or with `overwrite=true` emptied first; nothing else is touched. Joining an
-    Optuna search is the one case where an existing sweep dir is accepted as it is."""
-    from hydrafit.config import ConfigError
-
-    given = given_dir(config, key)
-    if given is None or ddp_child(config) or not Path(given).is_dir():
-        return
-    if key == "hydra.sweep.dir" and config.hydra.sweeper.get("join"):
-        return  # a worker joining an Optuna search in a shared sweep dir (hydra.sweeper.join=true)
-    held = holds_results(Path(given))
-    if held is None:
-        return
-    if config.get("overwrite") is True:
-        shutil.rmtree(given)
-        return
-    again = "hydrafit-train resume=" if held == "a run" else "hydrafit-train -m resume_sweep="
-    raise ConfigError(f"{key}: '{given}' already holds {held}; continue it with {again}{given}, "
-                      f"choose another directory, or replace it with overwrite=true")

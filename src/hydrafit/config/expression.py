@@ -12,11 +12,9 @@ arithmetic is on float tensors, so `9**9**9**9` gives inf instead of hanging on 
 from __future__ import annotations
 
 import ast
-import functools
 import math
 import operator
 import re
-import sys
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -179,18 +177,3 @@ def quote_formula(arg: str) -> str:
     key, formula = match.groups()
     quote = "'" if "'" not in formula else '"' if '"' not in formula else None
     return f"{key}{quote}{formula}{quote}" if quote and not formula.endswith("\\") else arg
-
-
-def quote_formulas(entry):
-    """Decorates a Hydra entry point so that `dataset.expr=sin(3*x) + 0.5*x` works as typed.
-
-    Hydra's override grammar reads `sin(...)` as a call of one of its own functions and stops
-    at spaces, so a formula would need Hydra quoting: 'dataset.expr="sin(3*x) + 0.5*x"'. This
-    quotes a formula typed without quotes (see quote_formula) before Hydra parses the command
-    line, so that hydrafit.expression, not the override parser, judges it.
-    """
-    @functools.wraps(entry)
-    def with_quoted_formulas(*args, **kwargs):
-        sys.argv[1:] = [quote_formula(arg) for arg in sys.argv[1:]]
-        return entry(*args, **kwargs)
-    return with_quoted_formulas

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hydrafit.config import ConfigError
+from hydrafit.config.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,12 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate, to_absolute_path
 
-from hydrafit.csvfile import read_columns
+from hydrafit.config.errors import ConfigError
+from hydrafit.config.expression import Expression
+from hydrafit.data.csvfile import read_columns
 
 log = logging.getLogger(__name__)
 
@@ -245,8 +249,6 @@ def sine(amplitude: float, frequency: float, phase: float, **sampling) -> Functi
 def expression(expr: str, **sampling) -> FunctionDataModule:
     """dataset=expression: noisy samples of a formula in x, e.g. "sin(3*x) + 0.5*x", checked
     and evaluated by hydrafit.expression (never by Python's eval)."""
-    from hydrafit.config import ConfigError
-    from hydrafit.expression import Expression
 
     datamodule = FunctionDataModule(Expression(expr), **sampling)
     grid = datamodule.grid()
@@ -268,9 +270,7 @@ def from_csv(path: str, x: str | int, y: str | int, seed: int, val_fraction: flo
     as hydrafit.csvfile reads what spreadsheets write (encoding, delimiter and decimal mark
     detected unless given). A relative `path` is relative to the directory hydrafit-train was
     started in."""
-    from hydra.utils import to_absolute_path
 
-    from hydrafit.config import ConfigError
 
     file = Path(to_absolute_path(path))
     if not file.is_file():
@@ -287,3 +287,15 @@ def from_csv(path: str, x: str | int, y: str | int, seed: int, val_fraction: flo
     return PointsDataModule(points[:, :1].float(), points[:, 1:].float(), seed, None, batch_size,
                             val_fraction, baseline_degree, standardize, labels,
                             steps_per_batch=steps_per_batch)
+
+
+def load_dataset(dataset, seed: int):
+    """The datamodule of a `dataset` config. A data file that cannot be used (dataset=csv) or a
+    formula that is not finite on the range (dataset=expression) raises ConfigError, not
+    Hydra's InstantiationException, so that it ends a run with one line and exit code 2."""
+    try:
+        return instantiate(dataset, seed=seed, _convert_="all")
+    except InstantiationException as error:
+        if isinstance(error.__cause__, ConfigError):
+            raise error.__cause__ from None
+        raise

@@ -1,6 +1,6 @@
 """TensorBoard's HPARAMS tab: the hyperparameters each run logs, and the experiment a sweep declares.
 
-Every run logs its config as hyperparameters (hydrafit.train.log_hyperparameters, through
+Every run logs its config as hyperparameters (hydrafit.report.loggers.log_hyperparameters, through
 Lightning's TensorBoardLogger, whose experiment summary lists them unordered). TensorBoard's
 hparams plugin uses the first experiment summary it finds among the runs and shows its
 hyperparameters that differ first, then by name, ticking the first five and the first five
@@ -18,6 +18,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from hydrafit.metrics import final_metric_names
+
 log = logging.getLogger(__name__)
 
 
@@ -27,12 +29,6 @@ def hyperparameters(cfg: DictConfig) -> dict:
     params = {k: OmegaConf.to_container(cfg[k], resolve=True)
               for k in ("dataset", "model", "optimizer", "scheduler") if cfg[k]}
     return params | {"trainer": {"max_epochs": cfg.trainer.max_epochs}, "seed": cfg.seed}
-
-
-def final_metric_names(has_val: bool, has_baseline: bool, has_truth: bool) -> list[str]:
-    """The final metrics a run reports (hydrafit.metrics.final_metrics), known before training."""
-    names = ["train/mse"] + ["truth/rmse"] * has_truth + ["val/mse"] * has_val
-    return names + ["baseline/truth_rmse"] * (has_baseline and has_truth)
 
 
 def flat_params(params: dict, prefix: str = "") -> dict:

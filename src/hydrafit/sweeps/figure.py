@@ -1,4 +1,4 @@
-"""sweep.png: small multiples of a sweep (hydrafit.sweep writes it; `hydrafit-sweep-report` redraws it).
+"""sweep.png: small multiples of a sweep (hydrafit.sweeps.summary writes it; `hydrafit-sweep-report` redraws it).
 
 One panel per job, its own fit.png (truth / data / prediction) titled with its swept overrides and
 the optimized metric; above them, when one numeric key is swept, the metric against that key
@@ -16,7 +16,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter, NullLocator
 
-from hydrafit.sweep import Plan, ranked, seed_groups, shown
+from hydrafit.sweeps.records import Plan
+from hydrafit.sweeps.tables import ranked, seed_groups, shown
 
 PANEL_INCHES = (3.4, 2.6)
 MAX_PANELS = 12  # beyond this, panels of near-identical fits say nothing the table does not

@@ -1,15 +1,13 @@
 """The Optuna side of `hparams_search=optuna`: where the study lives, its search space, its pruner,
 the trial a job is running, and the pictures of a finished search. Used by the sweeper
-(hydra_plugins/hydrafit_sweeper/optuna_sweeper.py), by the jobs (callbacks.OptunaPruning) and by
-the sweep summary (hydrafit.sweep). Optuna is imported only here, and only when a search runs.
+(hydrafit.sweeps.optuna_sweeper), by the jobs (hydrafit.sweeps.pruning) and by the sweep
+summary (hydrafit.sweeps.records). Optuna is imported only here, and only when a search runs.
 
     hydrafit-train -m hparams_search=optuna                      # study in <sweep dir>/optuna.db
     hydrafit-train -m hparams_search=optuna hydra.sweeper.pruner=median
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import logging
 import math
 import warnings
@@ -17,6 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from omegaconf import OmegaConf
+
+from hydrafit.rundir.locks import sqlite_lock
 
 log = logging.getLogger(__name__)
 
@@ -37,24 +37,6 @@ def is_search(sweeper_config) -> bool:
 def storage_url(storage: str | None, sweep_dir: Path) -> str:
     """hydra.sweeper.storage, or by default an SQLite file in the sweep directory."""
     return storage or f"sqlite:///{Path(sweep_dir).resolve() / 'optuna.db'}"
-
-
-@contextlib.contextmanager
-def sqlite_lock(url: str):
-    """Serialise the creation of an SQLite store (an Optuna study, an MLflow tracking store):
-    workers creating one database file at the same moment race in its table creation. Other
-    databases need no lock."""
-    if not url.startswith("sqlite:///"):
-        yield
-        return
-    path = Path(url[len("sqlite:///"):])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def storage(url: str):

@@ -1,40 +1,33 @@
-"""Checks Hydra runs before it creates any directory (a Hydra callback, conf/hydra/default.yaml).
+"""Checks made before Hydra creates any directory: the output dir can be written, resume= names
+a run, an explicit hydra.run.dir / hydra.sweep.dir holds no results, and the overrides compose
+(Hydra's own message for a typo spans several lines; these say it in one).
 
 Hydra creates the run dir and writes .hydra/ before the task function starts, and reports a
-failure to do so with a traceback. These checks turn the two mistakes that happen there, an
-output dir that cannot be written and `resume=` pointing at something that is not a run, into
-one line and exit code 2, with nothing created; so does an explicit hydra.run.dir or
-hydra.sweep.dir that already holds results (hydrafit.run_dirs).
+failure to do so with a traceback; hydrafit.cli.callbacks.Preflight runs these first.
 """
 from __future__ import annotations
 
-import functools
 import os
 import re
-import sys
+import shutil
 import tempfile
 from pathlib import Path
 
-from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from hydra import compose, initialize_config_module
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.utils import to_absolute_path
+from hydra.errors import HydraException, MissingConfigException, OverrideParseException
+from omegaconf import DictConfig, OmegaConf
 
-from hydrafit.run_dirs import refuse_existing
-
-
-def fail(message: str) -> None:
-    """One line on stderr, exit code 2, and no run or sweep directory left behind for it."""
-    from hydrafit.run_dirs import release_unclaimed
-
-    release_unclaimed()
-    print(f"hydrafit-train: error: {message}", file=sys.stderr)
-    sys.exit(2)
+from hydrafit.config.errors import ConfigError, unknown_key
+from hydrafit.config.validate import check_multirun_strategy, refuse_lr_find_in_sweeps
+from hydrafit.rundir.dirs import ddp_child, given_dir, holds_results
 
 
 def check_writable(key: str, directory: str) -> None:
     """The directory is writable, or can be created, and nothing is created here: an existing
     one (resume=, resume_sweep=) is only asked; otherwise a temp file is opened and deleted in
     its nearest existing parent (what Hydra will create it in). Raises ConfigError."""
-    from hydrafit.config import ConfigError
 
     path = Path(directory).absolute()
     if path.is_dir():
@@ -51,7 +44,6 @@ def check_writable(key: str, directory: str) -> None:
 
 def check_run(config: DictConfig, run_dir: str) -> None:
     """A single run's checks before its directory exists (hydrafit-train and hydrafit.fit)."""
-    from hydrafit.config import ConfigError
 
     resume = config.get("resume")
     if resume is not None and not (Path(resume) / ".hydra" / "config.yaml").is_file():
@@ -62,30 +54,11 @@ def check_run(config: DictConfig, run_dir: str) -> None:
 
 def check_multirun(config: DictConfig) -> None:
     """A sweep's checks before its directory exists: what no job of it could run."""
-    from hydrafit.config import check_multirun_strategy, refuse_lr_find_in_sweeps
 
     check_multirun_strategy(config.trainer)  # a job that picks DDP through a sweep: validate()
     refuse_lr_find_in_sweeps(config)
     refuse_existing(config, "hydra.sweep.dir")
     check_writable("hydra.sweep.dir", config.hydra.sweep.dir)
-
-
-class Preflight(Callback):
-    def on_run_start(self, config: DictConfig, **kwargs) -> None:
-        failing_in_one_line(check_run, config, config.hydra.run.dir)
-
-    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        failing_in_one_line(check_multirun, config)
-
-
-def failing_in_one_line(check, *args) -> None:
-    """Run `check`; a ConfigError ends the process with one line and exit code 2."""
-    from hydrafit.config import ConfigError
-
-    try:
-        check(*args)
-    except ConfigError as error:
-        fail(str(error))
 
 
 def composition_problem(overrides: list[str]) -> str | None:
@@ -96,16 +69,12 @@ def composition_problem(overrides: list[str]) -> str | None:
 
 def composed(overrides: list[str]):
     """conf/train.yaml composed with `overrides`, Hydra's node included."""
-    from hydra import compose, initialize_config_module
-
     with initialize_config_module("hydrafit.conf", version_base="1.3"):
         return compose("train", overrides=overrides, return_hydra_config=True)
 
 
 def composition(overrides: list[str]):
     """(the composed config, None), or (None, composition_problem's line)."""
-    from hydra.errors import HydraException, MissingConfigException
-
     try:
         return composed(overrides), None
     except MissingConfigException as error:  # model=transformer
@@ -118,9 +87,6 @@ def composition(overrides: list[str]):
         bad = re.match(r"Could not override '(.+)'", str(error))
         if not bad:
             return None, " ".join(str(error).split("\n")[:1])
-        from omegaconf import OmegaConf
-
-        from hydrafit.config import unknown_key  # model.hiden=3: suggest the close name
 
         parent = bad[1].rpartition(".")[0]
         rest = composed([o for o in overrides if not o.startswith(f"{bad[1]}=")])
@@ -136,9 +102,6 @@ def sweep_problem(arguments: list[str]) -> str | None:
     the sweep directory: each override must parse, the first job must compose, and so must every
     option of a swept config group (model=mlp,transformer). Other swept values (optimizer.lr=a,b)
     are each job's own validation: a bad one fails that job, not the sweep."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import OverrideParseException
-
     parser, parsed = OverridesParser.create(), []
     for argument in arguments:
         try:
@@ -162,23 +125,47 @@ def sweep_problem(arguments: list[str]) -> str | None:
     return None
 
 
-def explain_composition_errors(entry):
-    """Decorates the Hydra entry point: a run or sweep whose overrides Hydra cannot compose (a typo
-    in a key, an option that does not exist, a malformed sweep) stops with one line and exit code
-    2, before any directory exists. Command lines with other flags (--cfg, --help, -c, ...) go to
-    Hydra as they are."""
-    @functools.wraps(entry)
-    def checked(*args, **kwargs):
-        arguments = sys.argv[1:]
-        flags = [a for a in arguments if a.startswith("-")]
-        overrides = [a for a in arguments if not a.startswith("-")]
-        if overrides and not flags:
-            problem = composition_problem(overrides)
-        elif flags and set(flags) <= set(SWEEP_FLAGS):
-            problem = sweep_problem(overrides)
-        else:
-            problem = None
-        if problem:
-            fail(problem)
-        return entry(*args, **kwargs)
-    return checked
+
+def refuse_existing(config, key: str) -> None:
+    """An explicit hydra.run.dir / hydra.sweep.dir that already holds a run or a sweep is refused
+    (ConfigError), or with `overwrite=true` emptied first; nothing else is touched. Joining an
+    Optuna search is the one case where an existing sweep dir is accepted as it is."""
+
+    given = given_dir(config, key)
+    if given is None or ddp_child(config) or not Path(given).is_dir():
+        return
+    if key == "hydra.sweep.dir" and config.hydra.sweeper.get("join"):
+        return  # a worker joining an Optuna search in a shared sweep dir (hydra.sweeper.join=true)
+    held = holds_results(Path(given))
+    if held is None:
+        return
+    if config.get("overwrite") is True:
+        shutil.rmtree(given)
+        return
+    again = "hydrafit-train resume=" if held == "a run" else "hydrafit-train -m resume_sweep="
+    raise ConfigError(f"{key}: '{given}' already holds {held}; continue it with {again}{given}, "
+                      f"choose another directory, or replace it with overwrite=true")
+
+
+CHECKPOINTS = ("last", "best")
+
+
+def check_request(cfg: DictConfig) -> Path:
+    """The checkpoint to load, <run>/checkpoints/<ckpt>.ckpt, after checking that `run` is a
+    run directory that has it and that `input`, if given, exists."""
+    if OmegaConf.is_missing(cfg, "run") or not cfg.run:
+        raise ConfigError("run: required: a run directory, e.g. run=outputs/runs/2026-11-24_08-48-10")
+    run_dir = Path(to_absolute_path(str(cfg.run)))
+    if not run_dir.is_dir():
+        raise ConfigError(f"run: no directory '{cfg.run}' (looked for {run_dir})")
+    if not (run_dir / ".hydra" / "config.yaml").is_file():
+        raise ConfigError(f"run: '{cfg.run}' is not a hydrafit run directory (no .hydra/config.yaml)")
+    if cfg.ckpt not in CHECKPOINTS:
+        raise ConfigError(f"ckpt must be one of {', '.join(CHECKPOINTS)}, got {cfg.ckpt!r}")
+    path = run_dir / "checkpoints" / f"{cfg.ckpt}.ckpt"
+    if not path.is_file():
+        raise ConfigError(f"ckpt: the run has no {cfg.ckpt} checkpoint ({path} is missing; "
+                          f"runs with callbacks=none or ~callbacks.model_checkpoint save none)")
+    if cfg.input is not None and not Path(to_absolute_path(str(cfg.input))).is_file():
+        raise ConfigError(f"input: no file '{cfg.input}' (looked for {to_absolute_path(str(cfg.input))})")
+    return path

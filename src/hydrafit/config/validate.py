@@ -7,14 +7,19 @@ ConfigError whose message is one line that names the key and what is allowed.
 """
 from __future__ import annotations
 
-import difflib
+import codecs
 import functools
 import inspect
 import typing
 from numbers import Integral, Real
 
 from hydra.utils import get_object
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from hydrafit.config.errors import ConfigError, unknown_key
+from hydrafit.config.expression import ExpressionError, parse
 
 # Only these may be instantiated: a config (or an override) must never name os.system & co.
 ALLOWED_TARGETS = ("hydrafit.", "torch.optim.", "pytorch_lightning.Trainer",
@@ -29,29 +34,6 @@ TOP_LEVEL_KEYS = ("seed", "optimized_metric", "resume", "overwrite", "lr_find", 
 ACTIVATIONS = {"relu": "ReLU", "tanh": "Tanh", "gelu": "GELU", "silu": "SiLU", "sigmoid": "Sigmoid",
                "elu": "ELU", "leaky_relu": "LeakyReLU", "softplus": "Softplus"}
 INITS = ("torch", "glorot_uniform")
-
-
-class ConfigError(ValueError):
-    """A config that cannot be trained with; the message names the key and what is allowed."""
-
-
-def parse_interpolations_once() -> None:
-    """OmegaConf parses an interpolation's text (`${hydra:runtime.output_dir}`) with its ANTLR
-    grammar every time the value is read, ~1.5 ms a read on this project's CPU: about a sixth of
-    a vectorised sweep's 480 jobs (their configs are read in validate, build and their run
-    directories). Each distinct text is parsed once instead: a parse tree is only read when
-    resolved (its tokens keep their own text), so one tree serves every read. The one place
-    patched: omegaconf.grammar_parser.parse, as omegaconf.base and omegaconf._utils imported it."""
-    from omegaconf import _utils, base, grammar_parser
-
-    if not hasattr(base.parse, "cache_info"):
-        base.parse = _utils.parse = functools.lru_cache(maxsize=4096)(grammar_parser.parse)
-
-
-def unknown_key(key: str, allowed) -> ConfigError:
-    close = difflib.get_close_matches(key.rsplit(".", 1)[-1], list(allowed), n=1)
-    hint = f"; did you mean '{close[0]}'?" if close else f"; allowed: {', '.join(sorted(allowed))}"
-    return ConfigError(f"{key}: unknown key{hint}")
 
 
 @functools.lru_cache(maxsize=256)  # inspect.signature takes ~0.1 ms; a sweep checks each target once a job
@@ -139,8 +121,6 @@ def check_csv_dataset(cfg: DictConfig) -> None:
 
 def check_csv_format(d: DictConfig) -> None:
     """dataset.encoding, .delimiter, .decimal of dataset=csv (null / auto: detected, hydrafit.csvfile)."""
-    import codecs
-
     encoding, delimiter, decimal = d.get("encoding"), d.get("delimiter"), d.get("decimal", "auto")
     if encoding is not None:
         try:
@@ -178,8 +158,6 @@ def check_dataset(cfg: DictConfig) -> None:
         raise ConfigError(f"dataset.coefficients must be a non-empty list of numbers, got {d.coefficients}")
     _flag(cfg, "dataset.standardize")
     if "expr" in d:  # dataset=expression: refuse a formula before anything is built
-        from hydrafit.expression import ExpressionError, parse
-
         try:
             parse(d.expr)
         except ExpressionError as error:
@@ -246,9 +224,6 @@ def validate(cfg: DictConfig) -> None:
     check_model(cfg)
     check_training(cfg)
     check_targets(cfg)  # last: importing each target imports torch and Lightning (~5 s here)
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
         check_multirun_strategy(cfg.trainer)
         refuse_lr_find_in_sweeps(cfg)

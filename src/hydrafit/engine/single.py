@@ -1,0 +1,152 @@
+"""A single run: its pieces built from the config in a fixed order (dataset, model, callbacks,
+loggers, Trainer), announced in the log, then fitted by Lightning (fit). hydrafit.api.run is the
+recipe around it (validate, resume, record the outcome); a population (hydrafit.engine.population)
+builds each member with build_model, so a member's numbers are its single run's.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from hydrafit.compat.tensorboard import fast_event_checksums
+from hydrafit.config.errors import ConfigError
+from hydrafit.data import load_dataset
+from hydrafit.engine.startup import quiet_lightning
+from hydrafit.metrics import metric_names
+from hydrafit.report.loggers import log_hyperparameters, logger_configs, purge_step
+from hydrafit.report.status import RunStopped, run_status
+from hydrafit.rundir.records import recorded_config
+
+log = logging.getLogger(__name__)
+
+
+def plain(node) -> dict | None:
+    """A config node as resolved plain containers (what checkpoints may hold), None if empty."""
+    return OmegaConf.to_container(node, resolve=True) if node else None
+
+
+def check_optimized_metric(cfg: DictConfig, datamodule) -> None:
+    """Refuse, before training, an optimized_metric the run will never report: truth/rmse for
+    data without a true function (dataset=csv), val/mse without a validation split."""
+
+    reported = metric_names(datamodule) + ["train/loss"] + (["val/loss"] if len(datamodule.x_val) else [])
+    if cfg.optimized_metric not in reported:
+        hint = "; val/ metrics need dataset.val_fraction > 0" if cfg.optimized_metric.startswith("val/") else ""
+        raise ConfigError(f"optimized_metric: this run does not report '{cfg.optimized_metric}'; "
+                          f"it reports {', '.join(reported)}{hint}")
+
+
+def build_model(cfg: DictConfig, announce: bool = True):
+    """(datamodule, module) of the run: seeded, so the data noise and the net's initial weights
+    are the run's own. A single run builds them here (build), and so does each member of a
+    population (hydrafit.population), which is why a member's numbers are its single run's.
+    `announce`: log each piece (a population's members say it in their own train.log)."""
+    import pytorch_lightning as pl
+
+    from hydrafit.models import Regressor  # torch and Lightning: imported when a run is built
+
+    say = log.info if announce else log.debug
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    say("Dataset    %s", cfg.dataset._target_)
+    datamodule = load_dataset(cfg.dataset, cfg.seed)
+    check_optimized_metric(cfg, datamodule)
+    say("Model      %s, optimizer %s", cfg.model._target_, cfg.optimizer._target_)
+    module = Regressor(plain(cfg.model), plain(cfg.optimizer), plain(cfg.scheduler),
+                       scaling=getattr(datamodule, "scaling", None))
+    return datamodule, module
+
+
+def build(cfg: DictConfig, resume_step: int | None = None):
+    """Instantiate the run's pieces in a fixed order, announcing each: (datamodule, module, trainer).
+    `resume_step`: TensorBoard drops events at or after it (a crashed run's tail that is redone)."""
+    from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar
+
+    from hydrafit.engine.callbacks import NoProfiler
+
+    datamodule, module = build_model(cfg)
+    callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values()]
+    fast_event_checksums()
+    loggers = [instantiate(c, **purge_step(c, resume_step)) for c in logger_configs(cfg.logger)]
+    log.info("Trainer    %s epochs, callbacks %s, loggers %s", cfg.trainer.max_epochs,
+             [type(c).__name__ for c in callbacks], [type(lg).__name__ for lg in loggers])
+    # Lightning's default profiler costs ~0.1 ms an epoch when off; see callbacks.NoProfiler
+    profiler = {} if cfg.trainer.get("profiler") else {"profiler": NoProfiler()}
+    trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False,
+        enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
+        enable_progress_bar=any(isinstance(c, ProgressBar) for c in callbacks), **profiler)
+    return datamodule, module, trainer
+
+
+def train(cfg: DictConfig, checkpoint: dict | None = None, ckpt_path=None):
+    """Build the run from `cfg`, fit (continuing from `ckpt_path`, already loaded as `checkpoint`,
+    when resuming), and return the Trainer, its module trained. Raises RunStopped if the loss
+    diverged or a signal came."""
+
+    quiet_lightning()
+    datamodule, module, trainer = build(cfg, resume_step=checkpoint and checkpoint["global_step"])
+    if checkpoint is None:
+        if cfg.get("lr_find"):
+            train_with_found_lr(cfg, module, datamodule, trainer)
+        log_hyperparameters(trainer.loggers, cfg, metric_names(datamodule))
+    else:
+        log.info("Resuming   from %s (epoch %d)", ckpt_path, checkpoint["epoch"])
+        if cfg.get("lr_find"):  # the lr the finder chose, as the checkpoint records it
+            use_found_lr(cfg, module, trainer, checkpoint["hyper_parameters"]["optimizer"]["lr"])
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    status, message = run_status(trainer)
+    if status != "completed":
+        raise RunStopped(status, message)
+    return trainer
+
+
+def train_with_found_lr(cfg: DictConfig, module, datamodule, trainer) -> None:
+    """lr_find=true: Lightning's learning-rate finder picks optimizer.lr (hydrafit.lr_finder)."""
+    from hydrafit.engine.lr_finder import find_lr
+
+    lr = find_lr(module, datamodule, cfg.trainer, Path(HydraConfig.get().runtime.output_dir))
+    if lr is not None:
+        log.info("Training   with lr=%g, lr_find's suggestion (the configured optimizer.lr=%g is not used)",
+                 lr, cfg.optimizer.lr)
+        use_found_lr(cfg, module, trainer, lr)
+
+
+def use_found_lr(cfg: DictConfig, module, trainer, lr: float) -> None:
+    """Train with the lr lr_find found: the loggers' parameters show it, metrics.json records it
+    (hydrafit.report.metrics_file reads module.lr_suggestion)."""
+    module.hparams.optimizer["lr"] = cfg.optimizer.lr = lr
+    module.lr_suggestion = lr
+
+
+def resumed_run(cfg: DictConfig):
+    """(config, checkpoint, checkpoint path) of the run directory `cfg.resume`, checked before
+    anything is written. Only trainer.max_epochs may change (to train longer)."""
+    import torch
+
+
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        raise ConfigError("resume: continues one run; it cannot be combined with --multirun")
+    run_dir = Path(cfg.resume)  # hydrafit.config.preflight checked it is a run dir before Hydra wrote anything
+    extra = [o for o in HydraConfig.get().overrides.task
+             if not o.startswith(("resume=", "trainer.max_epochs="))]
+    if extra:
+        raise ConfigError(f"resume: a resumed run keeps its config; only trainer.max_epochs may be "
+                          f"overridden, got {' '.join(extra)}")
+    ckpt_path = run_dir / "checkpoints" / "last.ckpt"
+    if not ckpt_path.is_file():
+        raise ConfigError(f"resume: no checkpoint to continue from ({ckpt_path} is missing)")
+    try:  # refuse a corrupt, truncated or foreign file before training writes anything
+        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        checkpoint["state_dict"], checkpoint["global_step"], checkpoint["epoch"]
+    except Exception as error:
+        raise ConfigError(f"resume: {ckpt_path} is not a readable hydrafit checkpoint "
+                          f"({type(error).__name__})") from None
+    resumed = recorded_config(run_dir)  # its data path made absolute
+    if any(o.startswith("trainer.max_epochs=") for o in HydraConfig.get().overrides.task):
+        resumed.trainer.max_epochs = cfg.trainer.max_epochs
+    return resumed, checkpoint, ckpt_path

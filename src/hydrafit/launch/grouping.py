@@ -1,0 +1,115 @@
+"""Which jobs of a sweep form a population: those whose configs differ only in keys that can be
+vectorised (seeds, optimizer values, data noise), chunked at hydra.launcher.max_population.
+The grouping line says, for every job that runs alone, why."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+
+from omegaconf import DictConfig, OmegaConf
+
+from hydrafit.engine.memberwise import HYPERPARAMETERS, KINDS
+
+log = logging.getLogger(__name__)
+
+
+# Keys whose values may differ between the members of a population (besides the optimizer's
+# hyperparameters, memberwise.HYPERPARAMETERS): each member builds its own data and net from them,
+# and none changes a tensor's shape.
+VECTORIZED = ("seed", "model.init", "dataset.noise_std", "dataset.coefficients", "dataset.x_range",
+              "dataset.amplitude", "dataset.frequency", "dataset.phase", "dataset.expr")
+
+
+# The callbacks a population does the work of, for each member (hydrafit.report.member); any other keeps
+# a job out of populations.
+CALLBACKS = ("fit_plot", "metrics_file", "model_checkpoint", "stop_on_divergence", "graceful_stop",
+             "progress_bar")
+
+
+def not_vectorized(cfg: DictConfig, idle: tuple = ()) -> str | None:
+    """Why the job `cfg` (its composed config, without `hydra`) cannot join a population, or None.
+    `idle`: callbacks that do nothing in this sweep (an Optuna search's pruning without a pruner)."""
+    kind = KINDS.get(str(cfg.optimizer.get("_target_")))
+    if kind is None:
+        return f"optimizer {cfg.optimizer.get('_target_')} is not vectorised (only Adam, AdamW, SGD)"
+    extra = [k for k in cfg.optimizer if not k.startswith("_") and k not in HYPERPARAMETERS[kind]]
+    if extra:
+        return f"optimizer.{extra[0]} is not vectorised"
+    if cfg.get("scheduler"):
+        return "a scheduler is not vectorised"
+    if cfg.dataset.get("standardize"):
+        return "dataset.standardize=true (per-member scaling) is not vectorised"
+    trainer = cfg.trainer
+    if trainer.get("gradient_clip_val") or trainer.get("accumulate_grad_batches", 1) != 1:
+        return "gradient clipping and accumulation mix members (global norms): not vectorised"
+    if "ddp" in str(trainer.get("strategy", "")) or trainer.get("devices", 1) not in (1, "1"):
+        return "a population trains on one device"
+    other = [k for k in (cfg.callbacks or {}) if k not in CALLBACKS + tuple(idle)]
+    if other:
+        return f"callbacks.{other[0]} is not vectorised"
+    return None
+
+
+def population_key(cfg: DictConfig) -> str:
+    """What members of one population share: the config without its vectorised keys."""
+    tree = OmegaConf.to_container(cfg, resolve=False)
+    kind = KINDS[str(cfg.optimizer._target_)]
+    for key in (*VECTORIZED, *(f"optimizer.{k}" for k in HYPERPARAMETERS[kind])):
+        *parents, leaf = key.split(".")
+        node = tree
+        for p in parents:
+            node = node.get(p) or {}
+        node.pop(leaf, None)
+    return json.dumps(tree, sort_keys=True, default=str)
+
+
+def flat(tree, prefix: str = "") -> dict:
+    """{'model': {'hidden_dims': [8]}} -> {'model.hidden_dims': [8]}."""
+    if not isinstance(tree, dict) or not tree:
+        return {prefix: tree}
+    return {k: v for key, value in tree.items() for k, v in flat(value, f"{prefix}.{key}".lstrip(".")).items()}
+
+
+def split_keys(keys: list[str]) -> list[str]:
+    """The config keys whose values differ between population keys (why jobs were split)."""
+    flats = [flat(json.loads(k)) for k in keys]
+    names = dict.fromkeys(n for f in flats for n in f)
+    return [n for n in names if len({json.dumps(f.get(n), default=str) for f in flats}) > 1]
+
+
+def group(configs: list[DictConfig | None], max_population: int | None,
+          idle: tuple = ()) -> list[tuple[list[int], str | None]]:
+    """Populations of the jobs, as (job indexes, None) or, for a job that runs alone as an
+    ordinary run, ([index], why). A None config (one that does not compose or validate) runs
+    alone: the ordinary path records its failure."""
+    groups: dict[str, list[int]] = {}
+    alone: list[tuple[list[int], str | None]] = []
+    for i, cfg in enumerate(configs):
+        why = "its config is invalid" if cfg is None else not_vectorized(cfg, idle)
+        if why:
+            alone.append(([i], why))
+        else:
+            groups.setdefault(population_key(cfg), []).append(i)
+    size = max_population or math.inf
+    chunks = [(jobs[s:s + int(min(size, len(jobs)))], None) for jobs in groups.values()
+              for s in range(0, len(jobs), int(min(size, len(jobs))))]
+    plan = sorted(chunks + alone, key=lambda c: c[0][0])
+    describe(len(configs), plan, list(groups), max_population)
+    return plan
+
+
+def describe(n_jobs: int, plan, keys: list[str], max_population) -> None:
+    """One line per population at sweep start: `vectorized: 120 jobs -> 1 population of 120`."""
+    sizes = [len(jobs) for jobs, why in plan if why is None]
+    text = f"vectorized: {n_jobs} jobs -> {len(sizes)} population{'s' * (len(sizes) != 1)}"
+    if sizes:
+        text += f" of {', '.join(map(str, sizes))}"
+    if len(keys) > 1:
+        text += f" (split by {', '.join(split_keys(keys))})"
+    if len(sizes) > len(keys):
+        text += f" (chunks of at most hydra.launcher.max_population={max_population})"
+    log.info(text)
+    for jobs, why in plan:
+        if why is not None:
+            log.info("vectorized: job #%d runs alone: %s", jobs[0], why)

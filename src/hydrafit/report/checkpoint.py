@@ -1,0 +1,75 @@
+"""checkpoints/last.ckpt and best.ckpt: Lightning's ModelCheckpoint for a single run (Checkpoint),
+and the same files for each member of a population (save_member_checkpoints), which
+hydrafit-eval, hydrafit.load and resume= read alike."""
+from __future__ import annotations
+
+import functools
+import io
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import get_class
+from pytorch_lightning.callbacks import ModelCheckpoint
+
+from hydrafit.compat.lightning import due_this_epoch, saves_on_batches
+from hydrafit.report.status import run_status
+from hydrafit.rundir.files import write_atomic
+
+
+class Checkpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint, plus a final `last.ckpt` when training ends between two
+    periodic saves (Lightning's own on_train_end saves it only if nothing was saved at all).
+    Periodic saves (`every_n_epochs`) exist for resuming after a crash; saving every epoch
+    would cost more than the training step of a small model."""
+
+    @functools.cached_property
+    def state_key(self) -> str:
+        # Lightning formats this name for every hook it calls, ~9 an epoch (2% of a seed epoch);
+        # what it is made of is fixed once the callback is built.
+        return super().state_key
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args) -> None:
+        if saves_on_batches(self):
+            super().on_train_batch_end(trainer, pl_module, *args)  # else it never saves: ~10 us a step
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Lightning deep-copies callback_metrics every epoch before deciding not to save
+        # (~0.1 ms, a quarter of a seed step): decide first. The conditions are Lightning's own.
+        if due_this_epoch(self, trainer):
+            super().on_train_epoch_end(trainer, pl_module)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if run_status(trainer)[0] == "diverged":
+            return  # keep the last finite checkpoint: resuming from NaN weights is useless
+        super().on_train_end(trainer, pl_module)
+        last = Path(self.dirpath) / f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}"
+        if self.save_last and not trainer.fast_dev_run and self.last_model_path == str(last):
+            trainer.save_checkpoint(last, weights_only=False)  # atomic (temp file + rename) in Lightning
+
+
+
+def save_checkpoint(member, outcome, k: int, dirpath: Path) -> None:
+    """checkpoints/last.ckpt of member k: a single run's checkpoint (its Regressor's weights and
+    hyperparameters, its torch.optim optimizer's state, Lightning's loop progress), so that
+    hydrafit-eval and resume= read it as any other. A diverged member keeps its last periodic
+    state, or no checkpoint if it diverged before the first (as a single run)."""
+    if k in outcome.diverged:
+        state = outcome.kept.get(k)
+        if state is None:
+            return
+    else:
+        state = {"template": outcome.template, "params": {n: v[k] for n, v in outcome.params.items()},
+                 "optimizer": outcome.optimizer.member_state(k)}
+    module = member.module  # its Regressor: the state_dict's keys, the hyperparameters, the optimizer
+    settings = outcome.optimizer.settings[k]  # its resolved optimizer config, as instantiate builds it
+    optimizer = get_class(settings["_target_"])(module.parameters(), **{
+        name: value for name, value in settings.items() if not name.startswith("_")})
+    optimizer.load_state_dict({"state": state["optimizer"], "param_groups": optimizer.state_dict()["param_groups"]})
+    checkpoint = {**state["template"], "state_dict": {f"net.{n}": v.clone() for n, v in state["params"].items()},
+                  "optimizer_states": [optimizer.state_dict()], "hparams_name": "kwargs",
+                  "hyper_parameters": dict(module.hparams)}
+    dirpath.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    write_atomic(dirpath / "last.ckpt", buffer.getvalue())

@@ -1,0 +1,71 @@
+"""A population member's run directory, written by the same functions a single run's files are
+written by (metrics_file.write_metrics, figure.write_fit_png, checkpoint.save_checkpoint,
+loggers.*), so that it holds what the member's single run would leave."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from hydrafit.metrics import final_metrics, metric_names
+from hydrafit.report.checkpoint import save_checkpoint
+from hydrafit.report.figure import write_fit_png
+from hydrafit.report.loggers import log_fit_image, log_hyperparameters, log_scalars, logger_configs, save_hparams
+from hydrafit.report.metrics_file import write_metrics
+from hydrafit.report.status import RunStopped, diverged_message, interrupted_message
+
+log = logging.getLogger(__name__)
+
+
+def member_task(member, outcome, k: int, size: int, image):
+    """The Hydra task of population member k: writes its run directory (write_member) and
+    returns its optimized metric, as hydrafit-train returns a single run's."""
+    def task(cfg: DictConfig):
+        log.info("Dataset    %s", cfg.dataset._target_)
+        log.info("Model      %s, optimizer %s", cfg.model._target_, cfg.optimizer._target_)
+        log.info("Trained as member %d of a population of %d in one fit of %.1f s (hydra/launcher=vectorized)",
+                 k, size, outcome.seconds)
+        return write_member(member, outcome, k, image)
+    return task
+
+
+def write_member(member, outcome, k: int, image) -> float | None:
+    """Member k's run directory, as a single run leaves it: train/loss of every epoch, the fit
+    image and final metrics in the logger (HPARAMS), fit.png, metrics.json, checkpoints/last.ckpt.
+    Raises RunStopped for a diverged or interrupted member, as a single run does."""
+    cfg, datamodule, net = member.cfg, member.datamodule, member.module.net
+    callbacks = cfg.callbacks or {}
+    status, message, epochs = "completed", None, outcome.epochs
+    run_dir = Path(cfg.trainer.default_root_dir)
+    if k in outcome.diverged:
+        epochs, loss = outcome.diverged[k]
+        status, message = "diverged", diverged_message(loss, epochs, cfg.optimizer.get("lr"))
+    elif outcome.interrupted:
+        status, message = "interrupted", interrupted_message(outcome.interrupted, epochs, run_dir)
+    step = epochs * outcome.steps_per_epoch
+    loggers = [instantiate(c) for c in logger_configs(cfg.logger)]
+    log_hyperparameters(loggers, cfg, metric_names(datamodule))
+    log_scalars(loggers, "train/loss", outcome.losses[:epochs, k].tolist(),
+                [(epoch + 1) * outcome.steps_per_epoch - 1 for epoch in range(epochs)])
+    if "fit_plot" in callbacks:
+        png = image()  # fit_images
+        log_fit_image(loggers, png, step)
+        write_fit_png(run_dir, png)
+    metrics = final_metrics(net, datamodule) if status != "diverged" else {}
+    if "metrics_file" in callbacks:
+        write_metrics(Path(callbacks.metrics_file.dirpath) / "metrics.json", loggers, step, metrics, epochs,
+                      outcome.seconds, status, message)
+    if "model_checkpoint" in callbacks:
+        save_checkpoint(member, outcome, k, Path(callbacks.model_checkpoint.dirpath))
+    if status == "completed":
+        save_hparams(loggers)
+    for logger in loggers:
+        logger.finalize("success" if status == "completed" else "failed")
+    if status != "completed":
+        raise RunStopped(status, message)
+    value = metrics.get(cfg.optimized_metric)
+    if value is not None:
+        log.info("%s = %.6g  (run dir: %s)", cfg.optimized_metric, value, run_dir)
+    return value

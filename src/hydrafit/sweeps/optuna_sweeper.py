@@ -1,0 +1,237 @@
+"""hydra/sweeper=optuna, hydrafit's Optuna sweeper (conf/hparams_search/optuna.yaml selects it): an
+Optuna study, persisted, that asks hydra.sweeper.n_jobs trials at a time and hands them to the
+configured launcher as one batch of jobs. Replaces hydra-optuna-sweeper, which pins optuna<3.
+
+    hydrafit-train -m hparams_search=optuna                             # 20 trials
+    hydrafit-train -m hparams_search=optuna hydra.sweeper.pruner=median
+    hydrafit-train -m resume_sweep=outputs/multiruns/<date>_<time> hydra.sweeper.n_trials=40
+
+- The study is stored in hydra.sweeper.storage (an SQLAlchemy URL), by default
+  <sweep dir>/optuna.db; each trial records its job directory (user attribute `job_dir`).
+- A trial is a job like a grid's, numbered by its trial number: <sweep dir>/<trial number>/.
+- n_trials is the size of the search: the sweeper stops once the study holds n_trials completed
+  or pruned trials (counting those other workers are running), so a failed trial is replaced.
+- hydra.sweeper.join=true joins an existing study of that name (other workers on the same
+  storage; all may share one sweep directory, as trial numbers never collide); without it an
+  existing study is refused rather than mixed with.
+- resume_sweep= (through hydra/sweeper=resumable, hydrafit's default) continues the recorded
+  search: trials left running by a killed sweep are failed, set aside and asked again.
+"""
+# No `from __future__ import annotations`: see hydrafit.sweeps.resumable.
+import logging
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from hydra.core.plugins import Plugins
+from hydra.core.utils import JobStatus
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from hydrafit.compat.hydra import returned_value
+from hydrafit.config.errors import refuse
+from hydrafit.sweeps.grammar import parse_sweep
+from hydrafit.sweeps.resumable import ResumableSweeper, consecutive_runs
+from hydrafit.sweeps.study import (ACTIVE, FINISHED, counts, draw_pictures, load, make_pruner, metric_value,
+                                   search_space, storage, storage_url)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class OptunaSweeperConf:
+    _target_: str = "hydrafit.sweeps.optuna_sweeper.OptunaSweeper"
+    _recursive_: bool = False   # sampler and pruner are built by the sweeper (a resume reseeds)
+    n_trials: int = 20          # completed + pruned trials the study should hold in the end
+    n_jobs: int = 1             # trials asked at a time, launched as one batch
+    direction: str = "minimize"
+    study_name: str = "hydrafit"
+    storage: Optional[str] = None  # an SQLAlchemy URL; None: sqlite:///<sweep dir>/optuna.db
+    join: bool = False          # join the study if it exists (several workers, one search)
+    pruner: Any = "none"        # none | median | hyperband | {_target_: optuna.pruners.X, ...}
+    sampler: Any = field(default_factory=lambda: {"_target_": "optuna.samplers.TPESampler", "seed": None})
+    params: Optional[Dict[str, str]] = None  # the search space, in Hydra's sweep grammar
+
+
+ConfigStore.instance().store(group="hydra/sweeper", name="optuna", node=OptunaSweeperConf,
+                             provider="hydrafit")
+
+
+def quoted(value: str) -> str:
+    """A string as a quoted Hydra override value (paths and URLs hold ':', '@', spaces)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def override_value(value: Any) -> str:
+    """A value (a pruner node, a trial's parameter) as Hydra's override grammar writes it."""
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{override_value(v)}" for k, v in value.items()) + "}"
+    return str(value)
+
+
+class OptunaSweeper(Sweeper):
+    def __init__(self, n_trials: int, n_jobs: int, direction: str, study_name: str,
+                 storage: Optional[str], join: bool, pruner: Any, sampler: Any,
+                 params: Optional[Dict[str, str]] = None):
+        self.n_trials, self.n_jobs, self.direction = n_trials, n_jobs, direction
+        self.study_name, self.storage, self.join = study_name, storage, bool(join)
+        plain = lambda node: OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+        self.pruner, self.sampler, self.params = plain(pruner), dict(plain(sampler)), plain(params) or {}
+        self.resume_from: Optional[Path] = None  # set by ResumableSweeper for resume_sweep=
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
+              config: DictConfig) -> None:
+        self.config, self.hydra_context = config, hydra_context
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config)
+        self.sweep_dir = Path(str(config.hydra.sweep.dir))
+
+        self.url = storage_url(self.storage, self.sweep_dir)
+        self._check()
+
+    def _check(self) -> None:
+        """Refuse bad settings in one line (exit 2) before a study is created."""
+
+        for key in ("n_trials", "n_jobs"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                refuse(f"hydra.sweeper.{key} must be an integer >= 1, got {value!r}")
+        if self.direction not in ("minimize", "maximize"):
+            refuse(f"hydra.sweeper.direction must be minimize or maximize, got {self.direction!r}")
+        try:
+            make_pruner(self.pruner)
+        except Exception as error:  # a name we do not know, or a node Hydra cannot instantiate
+            refuse(str(error) if isinstance(error, ValueError) else f"hydra.sweeper.pruner: {error}")
+
+    def sweep(self, arguments: List[str]) -> None:
+
+        try:
+            space, fixed = search_space(parse_sweep(arguments, self.params, self.hydra_context.config_loader))
+        except ValueError as error:  # shuffle(), glob(): nothing Optuna can sample
+            refuse(str(error))
+        study = self._open_study()
+        if self.resume_from is not None:
+            self._retry_killed(study)
+        budget = self.n_trials - counts(study)[0]
+        log.info("Study %s in %s: %d of %d trials finished; searching %s", self.study_name, self.url,
+                 counts(study)[0], self.n_trials, ", ".join(space) or "nothing")
+        while budget > 0:
+            batch = self._ask(study, min(self.n_jobs, budget), space)
+            if not batch:
+                break  # the rest of the search is being run by other workers
+            budget -= len(batch)
+            self._run(study, batch, fixed)
+        self._record(study)
+
+    def _open_study(self):
+        """Create the study; load it when resuming or joining. An existing study is otherwise
+        refused: two searches under one name would silently mix."""
+        import optuna
+
+
+        existing = load(self.url, self.study_name)
+        if existing is not None and not (self.join or self.resume_from):
+            refuse(f"hydra.sweeper.study_name: a study '{self.study_name}' already exists in "
+                 f"{self.url}; join it (hydra.sweeper.join=true), continue it "
+                 f"(resume_sweep=<its sweep dir>) or give another name")
+        if existing is None and self.resume_from is not None:
+            refuse(f"resume_sweep: no study '{self.study_name}' in {self.url}: nothing to continue")
+        sampler = dict(self.sampler)
+        if self.join:  # workers started with one seed would all draw the same trials
+            sampler["seed"] = None
+        elif existing is not None and sampler.get("seed") is not None:
+            # A resumed sampler must not replay the first one's draws: a seed of its own, reproducible.
+            sampler["seed"] = int(sampler["seed"]) + len(existing.trials)
+        return optuna.create_study(
+            study_name=self.study_name, storage=storage(self.url), direction=self.direction,
+            sampler=instantiate(sampler), pruner=make_pruner(self.pruner), load_if_exists=True)
+
+    def _retry_killed(self, study) -> None:
+        """Trials still RUNNING when resuming were cut off with their sweep (kill -9, a crash,
+        Ctrl-C): fail them, move what they left to previous_attempts/, ask their parameters again."""
+        from optuna.trial import TrialState
+
+
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            ResumableSweeper._set_aside(self.sweep_dir, [trial.number])
+            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+            study.tell(trial.number, state=TrialState.FAIL)
+            log.info("Trial #%d was cut off: failed, asked again", trial.number)
+
+    def _ask(self, study, size: int, space: dict) -> list:
+        """Up to `size` new trials, none beyond n_trials finished or running in the whole study
+        (other workers included). A trial another worker's ask made surplus is failed unrun."""
+        from optuna.trial import TrialState
+
+
+        batch = []
+        while len(batch) < size and sum(counts(study)) < self.n_trials:
+            trial = study.ask(space)
+            ahead = [t for t in study.get_trials(deepcopy=False)
+                     if t.number < trial.number and t.state.name in FINISHED + ACTIVE]
+            if len(ahead) >= self.n_trials:  # two workers asked at once for the last place
+                trial.set_user_attr("surplus", True)
+                study.tell(trial, state=TrialState.FAIL)
+                break
+            trial.set_user_attr("job_dir", str((self.sweep_dir / str(trial.number)).resolve()))
+            trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+            batch.append(trial)
+        return batch
+
+    def _run(self, study, batch: list, fixed: List[str]) -> None:
+        """Launch the batch (jobs numbered by trial number; a launch numbers its jobs
+        consecutively, so trials interleaved with another worker's go in several launches)
+        and tell the study how each ended."""
+
+        jobs = {t.number: [*fixed, *(f"{k}={override_value(v)}" for k, v in t.params.items()),
+                           *self._job_hydra_overrides()] for t in batch}
+        trials = {t.number: t for t in batch}
+        for block in consecutive_runs(sorted(jobs)):
+            returns = self.launcher.launch([jobs[n] for n in block], initial_job_idx=block[0])
+            for number, result in zip(block, returns):
+                self._tell(study, trials[number], result)
+
+    def _job_hydra_overrides(self) -> List[str]:
+        """What each job needs to find its trial (hydrafit.sweeps.pruning) and its directory,
+        given explicitly: a resumed search's jobs are composed from the resume command."""
+        return [f"hydra.sweep.dir={quoted(str(self.sweep_dir))}",
+                f"hydra.sweeper.storage={quoted(self.url)}",
+                f"hydra.sweeper.study_name={quoted(self.study_name)}",
+                f"hydra.sweeper.pruner={override_value(self.pruner)}"]
+
+    @staticmethod
+    def _tell(study, trial, result) -> None:
+        """A job's end as the trial's state: its optimized metric (completed), pruned
+        (RunStopped with status pruned), or failed (anything else, or no finite value)."""
+        from optuna.trial import TrialState
+
+
+        if result.status == JobStatus.COMPLETED:
+            value = metric_value(result.return_value)
+            if value is None:
+                log.warning("Trial #%d returned %r, not a number: failed", trial.number, result.return_value)
+            study.tell(trial, value, state=TrialState.FAIL if value is None else TrialState.COMPLETE)
+            return
+        # The job's exception (RunStopped for a pruned run). Not through .return_value,
+        # which prints "Error executing job" on stderr: wrong for a pruned trial.
+        pruned = getattr(returned_value(result), "status", None) == "pruned"
+        study.tell(trial, state=TrialState.PRUNED if pruned else TrialState.FAIL)
+
+    def _record(self, study) -> None:
+        """When the search ends: Optuna's pictures and the best trial (optimization_results.yaml)."""
+
+        self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        draw_pictures(study, self.sweep_dir, str(self.config.get("optimized_metric", "Objective Value")))
+        try:
+            best = study.best_trial
+        except ValueError:  # no completed trial
+            return
+        OmegaConf.save(OmegaConf.create({"name": "optuna", "study_name": self.study_name,
+                                         "storage": self.url, "best_trial": best.number,
+                                         "best_params": best.params, "best_value": best.value}),
+                       self.sweep_dir / "optimization_results.yaml")

@@ -1,0 +1,130 @@
+"""hydra/sweeper=resumable, hydrafit's default sweeper: Hydra's grid (basic) sweeper that can
+continue a sweep in its own directory.
+
+    hydrafit-train -m optimizer.lr=0.003,0.01,0.03 model.hidden_dims=[8],[16]   # as BasicSweeper
+    hydrafit-train -m resume_sweep=outputs/multiruns/<date>_<time>              # only what is left
+    hydrafit-train -m resume_sweep=<an Optuna search's dir> hydra.sweeper.n_trials=40  # more trials
+
+Resuming rebuilds the job list from the sweep's multirun.yaml and launches only the jobs without a
+`completed` metrics.json, under their own job numbers (so into their own directories), with
+whatever launcher is configured now (e.g. hydra/launcher=joblib). Completed jobs are not touched.
+A search of hydra/sweeper=optuna (hparams_search=optuna) is handed to that sweeper, built from the
+search's record with its n_trials replaced by this command's hydra.sweeper.n_trials, if given.
+hydrafit.sweeps.summary.check_resume has refused a resume_sweep= that cannot work before this runs.
+"""
+# No `from __future__ import annotations`: Hydra's ConfigStore reads the Conf dataclass's
+# annotations as types.
+import logging
+import time
+from dataclasses import dataclass
+from itertools import groupby
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from hydra.core.config_store import ConfigStore
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from hydrafit.compat.hydra import BasicSweeper
+from hydrafit.rundir.files import read_metrics
+from hydrafit.sweeps.grammar import grid_jobs
+from hydrafit.sweeps.records import job_dirs
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ResumableSweeperConf:
+    _target_: str = "hydrafit.sweeps.resumable.ResumableSweeper"
+    max_batch_size: Optional[int] = None
+    params: Optional[Dict[str, str]] = None
+    n_trials: Optional[int] = None  # resume_sweep= of an Optuna search: its new number of trials
+
+
+ConfigStore.instance().store(group="hydra/sweeper", name="resumable", node=ResumableSweeperConf,
+                             provider="hydrafit")
+
+
+def consecutive_runs(numbers: List[int]) -> List[List[int]]:
+    """[1, 2, 5] -> [[1, 2], [5]]: a launcher numbers the jobs of one launch consecutively."""
+    return [[n for _, n in run] for _, run in groupby(enumerate(numbers), lambda p: p[1] - p[0])]
+
+
+class ResumableSweeper(Sweeper):
+    """BasicSweeper, plus `resume_sweep=<sweep dir>`: run only that sweep's unfinished jobs.
+    Wraps a BasicSweeper rather than subclassing it: Hydra's plugin scan re-executes the module
+    of its core plugins, which would leave a subclass pointing at a stale BasicSweeper."""
+
+    def __init__(self, max_batch_size: Optional[int] = None, params: Optional[Dict[str, str]] = None,
+                 n_trials: Optional[int] = None):
+        self.grid = BasicSweeper(max_batch_size=max_batch_size, params=params)
+        self.n_trials = n_trials
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
+              config: DictConfig) -> None:
+        self.grid.setup(hydra_context=hydra_context, task_function=task_function, config=config)
+        self.task_function = task_function
+        if getattr(self.grid.launcher, "composes_jobs_first", False):
+            # Sweeper.validate_batch_is_legal composes every job to fail early, "repeating work the
+            # launcher will do" in another process; hydra/launcher=vectorized composes every job of
+            # a batch, in this process, before it starts any: twice would double its ~0.25 s a job.
+            self.grid.validate_batch_is_legal = lambda batch: None
+
+    def sweep(self, arguments: List[str]) -> Any:
+        resume = next((a.split("=", 1)[1] for a in arguments if a.startswith("resume_sweep=")), None)
+        if resume is None:
+            return self.grid.sweep(arguments)
+        sweep_dir = Path(str(self.grid.config.hydra.sweep.dir))
+        original = OmegaConf.load(sweep_dir / "multirun.yaml")
+        stamp = time.strftime("%Y-%m-%d_%H-%M-%S")  # this invocation's record, next to the original
+        OmegaConf.save(self.grid.config, sweep_dir / f"multirun.resume_{stamp}.yaml")
+        if str(original.hydra.sweeper._target_).endswith(".OptunaSweeper"):
+            return self._search(original, sweep_dir)
+        jobs = self._grid(original.hydra.overrides.task, original.hydra.sweeper.get("params"))
+        done = {n for n, d in job_dirs(sweep_dir).items()
+                if read_metrics(d / "metrics.json")[0] == "completed"}
+        todo = [n for n in range(len(jobs)) if n not in done]
+        log.info("Resuming %s: %d of %d jobs completed; running %s", sweep_dir, len(jobs) - len(todo),
+                 len(jobs), " ".join(f"#{n}" for n in todo) or "none")
+        returns = []
+        for block in consecutive_runs(todo):
+            self._set_aside(sweep_dir, block)
+            batch = [[*jobs[n], f"hydra.sweep.dir={resume}"] for n in block]
+            self.grid.validate_batch_is_legal(batch)
+            returns.append(self.grid.launcher.launch(batch, initial_job_idx=block[0]))
+        for results in returns:
+            for result in results:
+                _ = result.return_value  # raise the first failure, as BasicSweeper does
+        return returns
+
+    def _search(self, original: DictConfig, sweep_dir: Path) -> Any:
+        """Continue the Optuna search recorded in `original` (its multirun.yaml) with its own
+        sweeper settings and overrides, and the launcher configured now."""
+
+        settings = OmegaConf.to_container(original.hydra.sweeper, resolve=False)
+        settings["sampler"] = OmegaConf.to_container(original.hydra.sweeper.sampler, resolve=True)
+        if self.n_trials is not None:
+            settings["n_trials"] = self.n_trials
+        search = instantiate(settings, _convert_="all")
+        search.resume_from = sweep_dir
+        search.setup(hydra_context=self.grid.hydra_context, task_function=self.task_function,
+                     config=self.grid.config)
+        return search.sweep([str(o) for o in original.hydra.overrides.task])
+
+    def _grid(self, task_overrides, params) -> List[List[str]]:
+        params = OmegaConf.to_container(params, resolve=False) if params else {}
+        return grid_jobs(task_overrides, params, self.grid.hydra_context.config_loader)
+
+    @staticmethod
+    def _set_aside(sweep_dir: Path, numbers: Sequence[int]) -> None:
+        """Move what an earlier attempt left in a job's directory to previous_attempts/, so the
+        rerun starts clean (TensorBoard would otherwise merge both attempts into one run)."""
+        stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+        for n in numbers:
+            if (sweep_dir / str(n)).exists():
+                target = sweep_dir / "previous_attempts" / f"{n}_{stamp}"
+                target.parent.mkdir(exist_ok=True)
+                (sweep_dir / str(n)).rename(target)
+                log.info("Job #%d: the earlier attempt is now in %s", n, target)

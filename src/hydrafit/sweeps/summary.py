@@ -1,0 +1,129 @@
+"""What `hydrafit-train -m ...` leaves in its sweep dir, and how a sweep resumes.
+
+    hydrafit-train -m optimizer.lr=0.003,0.01,0.03 model.hidden_dims=[8],[16],[32]
+    hydrafit-sweep-report outputs/multiruns/<date>_<time>          # rebuild at any time, even mid-sweep
+    hydrafit-train -m resume_sweep=outputs/multiruns/<date>_<time>  # run only the jobs not completed
+
+The summary (summary.csv, summary.md, sweep.png) is rebuilt from the files each job leaves
+(.hydra/overrides.yaml, metrics.json, fit.png). The Hydra callback SweepSummary
+(hydrafit.cli.callbacks) rewrites the tables after every job (at most once a second) and
+everything when the sweep ends.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from hydrafit.config.errors import ConfigError
+from hydrafit.plotting import png
+from hydrafit.report.hparams import write_sweep_experiment
+from hydrafit.rundir.files import FINISHED, write_atomic
+from hydrafit.sweeps.figure import sweep_figure
+from hydrafit.sweeps.records import Job, Plan, collect, forget_job, job_dirs, read_plan
+from hydrafit.sweeps.tables import (best_job, counts, label, metric_columns, summary_csv,
+                                    summary_md, swept_keys)
+
+log = logging.getLogger(__name__)
+
+# Seed groups of running sweeps, by sweep dir and other swept keys (write_summary with reuse).
+_known_groups: dict[tuple, dict] = {}
+
+
+# Jobs that end within this many seconds of the tables' last rewrite (in the same process) leave
+# it to the next one: a vectorised population's members end ~40 a second, and each rewrite lists
+# every job (~8 ms a job at 480 jobs, 3.8 s of such a sweep, on this project's CPU). A job of
+# the basic launcher takes seconds, so each still rewrites them.
+REWRITE_SECONDS = 1.0
+
+
+def update_after_job(sweep_dir: Path, num: int, rewrite: bool = True) -> None:
+    """The bookkeeping between two jobs: summary.csv and summary.md with job `num` read again
+    and the other finished jobs as this process last read them (benchmarks/sweep_overhead.py).
+    `rewrite` False: job `num` is only marked to be read again at the next rewrite."""
+    forget_job(sweep_dir, num)
+    if rewrite:
+        write_summary(sweep_dir, figure=False, reuse=True)
+
+
+def write_summary(sweep_dir: Path, figure: bool = True, reuse: bool = False) -> list[Job]:
+    """Write summary.csv, summary.md (and sweep.png) into `sweep_dir`; return its jobs.
+    Nothing is written while no job has started. `reuse`: see collect."""
+    plan = read_plan(sweep_dir)
+    jobs = collect(sweep_dir, plan, reuse)
+    if all(j.status == "missing" for j in jobs):
+        return jobs
+    metrics = metric_columns(jobs, plan.metric)
+    known = _known_groups.setdefault((sweep_dir, tuple(swept_keys(jobs, plan))), {}) if reuse else None
+    write_atomic(sweep_dir / "summary.csv", summary_csv(jobs, plan, metrics))
+    write_atomic(sweep_dir / "summary.md", summary_md(sweep_dir, jobs, plan, metrics, known))
+    if figure:
+        best = best_job(jobs, plan)
+        write_atomic(sweep_dir / "sweep.png", png(sweep_figure(jobs, swept_keys(jobs, plan), plan.metric, best and best.num,
+                                                           title=f"{sweep_dir.name}: {counts(jobs)}", maximize=plan.maximize)))
+    return jobs
+
+
+def announce(sweep_dir: Path, jobs: list[Job], plan: Plan, program: str) -> bool:
+    """Say where the summary is and which job is best (stdout), and every job that did not
+    complete (stderr). True if every job completed (or was pruned)."""
+    best, keys = best_job(jobs, plan), swept_keys(jobs, plan)
+    print(f"{program}: sweep summary in {sweep_dir}/summary.md (also summary.csv, sweep.png): "
+          f"{counts(jobs)}" + (f"; best {plan.metric} = {best.metrics[plan.metric]:.6g}: "
+                               f"{label(best, keys)}" if best else ""), flush=True)
+    unfinished = [j for j in jobs if j.status not in FINISHED]
+    if unfinished:
+        print(f"{program}: {len(unfinished)} of {len(jobs)} jobs did not complete:", file=sys.stderr)
+        for job in unfinished:
+            print(f"  {label(job, keys)}: {job.status}" + (f": {job.error}" if job.error else ""),
+                  file=sys.stderr)
+        if plan.resumable:
+            again = "continue the search" if plan.trials is not None else "run only those again"
+            print(f"{program}: {again} with: hydrafit-train -m resume_sweep={sweep_dir}", file=sys.stderr)
+    return not unfinished
+
+
+def finish(sweep_dir: Path, program: str = "hydrafit-train") -> list[Job]:
+    """End of a sweep: write the whole summary and announce it; return the jobs."""
+    if not sweep_dir.is_dir() or not job_dirs(sweep_dir):
+        return []  # nothing ran (e.g. the sweep was refused before its first job)
+    jobs = write_summary(sweep_dir)
+    announce(sweep_dir, jobs, read_plan(sweep_dir), program)
+    return jobs
+
+
+def check_resume(config: DictConfig) -> None:
+    """Raise ConfigError if resume_sweep= cannot continue the sweep it names."""
+    resume = config.get("resume_sweep")
+    if resume is None:
+        return
+    sweep_dir = Path(str(resume))
+    if not (sweep_dir / "multirun.yaml").is_file():
+        raise ConfigError(f"resume_sweep: '{resume}' is not a sweep directory (no multirun.yaml)")
+    plan = read_plan(sweep_dir)
+    if not plan.resumable:
+        raise ConfigError(f"resume_sweep: '{resume}' was not swept by hydrafit's sweepers (resumable, optuna)")
+    if not str(config.hydra.sweeper._target_).endswith(".ResumableSweeper"):
+        raise ConfigError("resume_sweep: a sweep resumes with the sweeper it recorded; drop hparams_search= "
+             "and hydra/sweeper=")
+    if plan.trials is None and config.hydra.sweeper.get("n_trials") is not None:
+        raise ConfigError("hydra.sweeper.n_trials: only an Optuna search (hparams_search=optuna) has trials; "
+             "a resumed grid runs its own jobs")
+    if Path(str(config.hydra.sweep.dir)).resolve() != sweep_dir.resolve():
+        raise ConfigError(f"resume_sweep: resumes into '{resume}'; drop hydra.sweep.dir={config.hydra.sweep.dir}")
+    original = [str(o) for o in OmegaConf.load(sweep_dir / "multirun.yaml").hydra.overrides.task]
+    given = [str(o) for o in config.hydra.overrides.task if not str(o).startswith("resume_sweep=")]
+    if given and sorted(given) != sorted(original):
+        raise ConfigError(f"resume_sweep: a resumed sweep runs its own overrides ({' '.join(original) or 'none'}); "
+             f"give none or exactly those, got {' '.join(given)}")
+
+
+def write_tensorboard_experiment(sweep_dir: Path, config: DictConfig) -> None:
+    """TensorBoard's HPARAMS table of the sweep opens on the swept keys and optimized_metric
+    (hydrafit.report.hparams says how); skipped where the sweep dir cannot be written."""
+    try:
+        write_sweep_experiment(sweep_dir, config, read_plan(sweep_dir).swept or [])
+    except OSError as error:
+        log.debug("no sweep-level HPARAMS summary in %s: %s", sweep_dir, error)
