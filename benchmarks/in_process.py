@@ -2,7 +2,7 @@
 PyTorch loop in that same process (1 and 3) and for the plot cost.
 
 The config is composed from hydrafit's conf/ with Hydra's compose API and the overrides a user
-would type, and trained by hydrafit.train's own `train` / `build`: the CLI path minus process
+would type, and trained by hydrafit.engine.single's own `train` / `build`: the CLI path minus process
 start-up, which targets 1 and 3 leave out of their figures anyway.
 """
 from __future__ import annotations
@@ -18,8 +18,8 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
-import hydrafit.train
-from hydrafit.train import compose_job
+import hydrafit.engine.single
+from hydrafit.config.compose import compose_job
 
 warnings.filterwarnings("ignore")  # Lightning's advice is noise in a benchmark's output
 for _name in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch"):
@@ -35,13 +35,13 @@ def quiet():
 
 
 def train_seconds(overrides: list[str], inspect=None) -> float:
-    """Wall seconds of hydrafit.train.train(cfg): build, fit, final metrics, plot, checkpoint.
+    """Wall seconds of hydrafit.engine.single.train(cfg): build, fit, final metrics, plot, checkpoint.
     `inspect(run_dir)`, if given, looks at what the run wrote before it is deleted."""
     with tempfile.TemporaryDirectory() as tmp:
         cfg = compose_job(overrides, Path(tmp) / "run")
         with quiet():
             start = time.perf_counter()
-            hydrafit.train.train(cfg)
+            hydrafit.engine.single.train(cfg)
             seconds = time.perf_counter() - start
         if inspect:
             inspect(Path(tmp) / "run")
@@ -80,7 +80,7 @@ def large_samples_per_second(n_points: int, batch_size: int, repeats: int, devic
     rates = []
     for _ in range(repeats):
         with tempfile.TemporaryDirectory() as tmp:
-            datamodule, module, trainer = hydrafit.train.build(compose_job(overrides, Path(tmp) / "run"))
+            datamodule, module, trainer = hydrafit.engine.single.build(compose_job(overrides, Path(tmp) / "run"))
             timer = TrainTimer()
             trainer.callbacks.append(timer)  # last: its on_train_end comes after the others'
             with quiet():

@@ -4,7 +4,7 @@ and after job N of an N-job grid: it must not grow with the jobs already done.
 A real one-job sweep is run once for a template (its multirun.yaml and job directory); the
 grid of N jobs is that sweep's record with `seed=range(0,N)`, and job k's directory a copy of
 the template's with its own overrides. Then, job after job, the directory appears and the
-bookkeeping SweepSummary runs after it (hydrafit.sweep.update_after_job) is timed. The baseline
+bookkeeping SweepSummary runs after it (hydrafit.sweeps.summary.update_after_job) is timed. The baseline
 is the same sweep rebuilt from every job directory (what SweepSummary did before), timed at the
 same points.
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from hydrafit import sweep
+from hydrafit.sweeps import summary as sweep
 
 HYDRAFIT = str(Path(sys.executable).parent / "hydrafit-train")
 

@@ -9,8 +9,9 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import REPO
-from hydrafit.config import validate
-from hydrafit.train import build, compose_job
+from hydrafit.config.compose import compose_job
+from hydrafit.config.validate import validate
+from hydrafit.engine.single import build
 
 GROUPS = ("dataset", "model", "optimizer", "scheduler", "trainer", "callbacks", "logger", "experiment")
 # Options whose files need something this machine may lack, or a user-supplied value.
@@ -103,24 +104,25 @@ def test_trainer_flags_pass_through(tmp_path):
     assert trainer.precision == "64-true"
 
 
-def test_interpolations_parsed_once_resolve_in_each_config_as_before():
-    """config.parse_interpolations_once: one parse tree per interpolation text serves every
-    config that holds the text, each resolving it against its own values."""
-    from omegaconf import base
+def test_interpolations_parsed_once_resolve_in_each_config_and_the_parser_is_put_back():
+    """compat.omegaconf.parsing_cached: one parse tree per interpolation text serves every
+    config that holds the text, each resolving it against its own values; OmegaConf's own parser
+    is back once the block ends."""
+    from omegaconf import base, grammar_parser
 
-    from hydrafit.config import parse_interpolations_once
+    from hydrafit.compat.omegaconf import parsing_cached
 
-    parse_interpolations_once()
-    parse_interpolations_once()  # idempotent: one cache, not a cache of a cache
-    assert not hasattr(base.parse.__wrapped__, "cache_info")
-    texts = {"dir": "${root}/runs/${name}", "n": "${oc.select:missing,${k}}", "plain": "${k}"}
-    first = OmegaConf.create({"root": "/a", "name": "one", "k": 1, **texts})
-    second = OmegaConf.create({"root": "/b", "name": "two", "k": 2, **texts})
-    before = base.parse.cache_info().hits
-    assert OmegaConf.to_container(first, resolve=True) == {"root": "/a", "name": "one", "k": 1, "dir": "/a/runs/one",
-                                                            "n": 1, "plain": 1}
-    assert OmegaConf.to_container(second, resolve=True) == {"root": "/b", "name": "two", "k": 2, "dir": "/b/runs/two",
-                                                             "n": 2, "plain": 2}
-    assert base.parse.cache_info().hits >= before + 3  # the second config reused the first's trees
-    with pytest.raises(Exception, match="missing"):  # errors are raised, never cached as results
-        OmegaConf.create({"x": "${missing}"}).x
+    with parsing_cached(), parsing_cached():  # nested: one cache, not a cache of a cache
+        assert not hasattr(base.parse.__wrapped__, "cache_info")
+        texts = {"dir": "${root}/runs/${name}", "n": "${oc.select:missing,${k}}", "plain": "${k}"}
+        first = OmegaConf.create({"root": "/a", "name": "one", "k": 1, **texts})
+        second = OmegaConf.create({"root": "/b", "name": "two", "k": 2, **texts})
+        before = base.parse.cache_info().hits
+        assert OmegaConf.to_container(first, resolve=True) == {"root": "/a", "name": "one", "k": 1,
+                                                                "dir": "/a/runs/one", "n": 1, "plain": 1}
+        assert OmegaConf.to_container(second, resolve=True) == {"root": "/b", "name": "two", "k": 2,
+                                                                 "dir": "/b/runs/two", "n": 2, "plain": 2}
+        assert base.parse.cache_info().hits >= before + 3  # the second config reused the first's trees
+        with pytest.raises(Exception, match="missing"):  # errors are raised, never cached as results
+            OmegaConf.create({"x": "${missing}"}).x
+    assert base.parse is grammar_parser.parse

@@ -1,4 +1,4 @@
-"""dataset=csv on files as they come from the wild (hydrafit.csvfile): each generated file of a
+"""dataset=csv on files as they come from the wild (hydrafit.data.csvfile): each generated file of a
 small fuzz set is either read with the right numbers or refused with one short line naming
 the file, the line and what is wrong; one end-to-end run of hydrafit-train on a PNG saved as
 .csv and on an Excel-on-Windows file (cp1252, `;`, decimal commas)."""
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
-from hydrafit.config import ConfigError
-from hydrafit.csvfile import read_columns
+from hydrafit.config.errors import ConfigError
+from hydrafit.data.csvfile import read_columns
 
 X, Y = [1.5, 2.5, -3.0, 0.004], [10.25, -20.0, 1000.0, 7.0]
 

@@ -118,7 +118,7 @@ def test_predictions_csv_holds_the_inputs_and_the_models_predictions(walkthrough
 
 def test_eval_and_resume_of_a_sweep_job_from_another_directory(tmp_path):
     from hydrafit.data import from_csv
-    from hydrafit.evaluate import load_model
+    from hydrafit.models import load_regressor as load_model
     from hydrafit.metrics import final_metrics
 
     launch, elsewhere = tmp_path / "launch", tmp_path / "elsewhere"

@@ -230,8 +230,8 @@ def test_hydra_sweep_grammar_maps_to_optuna_distributions():
     """The grammar users write in hydra.sweeper.params, as Optuna distributions (in-process)."""
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-    from hydrafit.study import search_space
-    from hydrafit.sweep import parse_sweep
+    from hydrafit.sweeps.grammar import parse_sweep
+    from hydrafit.sweeps.study import search_space
 
     space, fixed = search_space(parse_sweep(
         ["optimizer.lr=tag(log, interval(0.001, 0.1))", "mlp_shape.width=int(interval(8, 64))",

@@ -15,8 +15,9 @@ import torch
 from matplotlib.mathtext import MathTextParser
 
 from conftest import read_metrics, run_cli
-from hydrafit.config import ConfigError
-from hydrafit.expression import Expression, ExpressionError, quote_formula, quote_formulas
+from hydrafit.cli.train import quote_formulas
+from hydrafit.config.errors import ConfigError
+from hydrafit.config.expression import Expression, ExpressionError, quote_formula
 from test_eval import readme_commands
 
 SHORT = ("trainer.max_epochs=5", "callbacks.fit_plot.n_images=0", "logger=none")
@@ -144,7 +145,7 @@ def test_drop_invalid_keeps_the_good_rows_and_warns_with_the_lines(tmp_path, cap
 
 
 def test_standardised_model_speaks_the_datas_units(tmp_path):
-    from hydrafit.callbacks import draw_fit
+    from hydrafit.report.figure import draw_fit
     from hydrafit.models import Regressor, Standardized
 
     rows = "\n".join(f"{1000 + 10 * i},{500 + 3 * i}" for i in range(50))
@@ -249,7 +250,7 @@ def test_bad_own_data_is_one_line_and_exit_2(tmp_path, args, message):
 ])
 def test_bad_own_data_config_is_refused_by_validation(tmp_path, overrides, message):
     """In-process, fast; the CLI turns these into one line and exit 2 like any ConfigError."""
-    from hydrafit.config import validate
+    from hydrafit.config.validate import validate
     from test_configs import compose_run
 
     with pytest.raises(ConfigError, match="^" + re.escape(message)):
@@ -260,7 +261,7 @@ def test_a_formula_not_finite_on_the_range_and_a_metric_not_reported_are_refused
     from omegaconf import OmegaConf
 
     from hydrafit.data import expression
-    from hydrafit.train import check_optimized_metric
+    from hydrafit.engine.single import check_optimized_metric
 
     with pytest.raises(ConfigError, match=re.escape("dataset.expr: 'log(x)' is not finite everywhere on "
                                                     "dataset.x_range=[-3.0, 3.0] (e.g. at x = -3)")):

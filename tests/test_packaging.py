@@ -20,12 +20,12 @@ def test_wheel_ships_configs_and_runs_from_elsewhere(tmp_path):
     repo_yaml = {p.relative_to(REPO / "conf").as_posix() for p in (REPO / "conf").rglob("*.yaml")}
     assert {f"hydrafit/conf/{name}" for name in repo_yaml} <= names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "hydrafit-train = hydrafit.train:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "hydrafit-train = hydrafit.cli.train:entry" in zipfile.ZipFile(wheel).read(entry_points).decode()
 
     # The unpacked wheel first on sys.path, run from a directory with no conf/ in sight.
     code = "import hydrafit, runpy, sys; print(hydrafit.__file__, file=sys.stderr); " \
            "sys.argv = ['hydrafit-train', '--cfg', 'job', 'model=polynomial']; " \
-           "runpy.run_module('hydrafit.train', run_name='__main__')"
+           "runpy.run_module('hydrafit.cli.train', run_name='__main__')"
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(site)}, timeout=120)
     assert proc.returncode == 0, proc.stderr

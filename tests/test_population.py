@@ -50,7 +50,7 @@ def rows(sweep_dir) -> list[dict]:
 def test_memberwise_optimizer_equals_torch_optim_member_by_member(kind, settings):
     """The same 60 gradients: the stacked update of every member equals torch.optim's update of
     that member alone (bitwise on this CPU; 1e-6 leaves room for other kernels)."""
-    from hydrafit.memberwise import Memberwise
+    from hydrafit.engine.memberwise import Memberwise
 
     optim = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[kind]
     gen = torch.Generator().manual_seed(0)
@@ -144,7 +144,8 @@ def test_jobs_composed_while_torch_imports_come_back_in_order(monkeypatch, child
     import os
     import sys
 
-    from hydra_plugins.hydrafit_sweeper.vectorized_launcher import VectorizedLauncher, process_count
+    from hydrafit.launch.processes import process_count
+    from hydrafit.launch.vectorized import VectorizedLauncher
 
     if process_count(8, 2) < 2:
         pytest.skip("fork() is not how Python starts processes here")
@@ -169,8 +170,9 @@ def test_jobs_prepared_in_forked_processes_come_back_in_order(monkeypatch, child
     invalid job comes back without task and member."""
     import os
 
-    from hydra_plugins.hydrafit_sweeper.vectorized_launcher import VectorizedLauncher, process_count
-    from hydrafit.population import Member
+    from hydrafit.launch.processes import process_count
+    from hydrafit.launch.vectorized import VectorizedLauncher
+    from hydrafit.engine.population import Member
 
     if process_count(64, 3) < 3:
         pytest.skip("fork() is not how Python starts processes here")
@@ -199,7 +201,7 @@ def test_a_writer_process_that_dies_stops_the_population_with_one_error():
     import multiprocessing
     import os
 
-    from hydra_plugins.hydrafit_sweeper.vectorized_launcher import process_count, share
+    from hydrafit.launch.processes import process_count, share
 
     if process_count(64, 2) < 2:
         pytest.skip("fork() is not how Python starts processes here")
@@ -224,8 +226,8 @@ def test_job_record_is_what_omegaconf_writes():
     OmegaConf writes."""
     from omegaconf import OmegaConf
 
-    from hydrafit.population import yaml_text
-    from hydrafit.train import compose
+    from hydrafit.compat.omegaconf import yaml_text
+    from hydrafit.config.compose import compose
 
     config = compose(["seed=3", "dataset=expression", "dataset.expr='sin(3*x) + 0.5'", "+notes='1.0'"], run_dir="/tmp/x")
     assert yaml_text({"hydra": config.hydra}) == OmegaConf.to_yaml(OmegaConf.masked_copy(config, "hydra"))
@@ -236,7 +238,7 @@ def test_job_record_is_what_omegaconf_writes():
 
 
 def test_frozen_member_keeps_its_values_and_the_others_go_on():
-    from hydrafit.memberwise import Memberwise
+    from hydrafit.engine.memberwise import Memberwise
 
     params = torch.ones(3, 4, requires_grad=True)
     active = torch.tensor([True, False, True])
@@ -359,8 +361,9 @@ def test_minibatch_population_equals_its_members_trained_alone(tmp_path):
     """Shuffled mini-batches, several steps a Lightning batch: each member draws its own
     single run's batches (in-process, no run directories: callbacks=none logger=none)."""
     from hydrafit.metrics import final_metrics
-    from hydrafit.population import Member, fit, load_results
-    from hydrafit.train import build, build_model, compose_job
+    from hydrafit.config.compose import compose_job
+    from hydrafit.engine.population import Member, fit, load_results
+    from hydrafit.engine.single import build, build_model
 
     common = ["dataset.batch_size=32", "dataset.steps_per_batch=3", "trainer.max_epochs=15",
               "callbacks=none", "logger=none"]

@@ -51,7 +51,7 @@ def test_without_make_block():
     lines = commands(section("Quick start").split("### Without make")[1])
     assert lines[0] == 'pip install -e ".[dev]"' and "dev = [" in (REPO / "pyproject.toml").read_text()
     assert lines[1] == "hydrafit-train"  # run for real by the default_run fixture
-    proc = subprocess.run([sys.executable, "-m", "hydrafit.train", "--cfg", "job"],
+    proc = subprocess.run([sys.executable, "-m", "hydrafit.cli.train", "--cfg", "job"],
                           capture_output=True, text=True, check=True)
     assert "max_epochs: 250" in proc.stdout
 

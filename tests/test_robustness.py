@@ -58,7 +58,8 @@ BAD_VALUES = [
 @pytest.mark.parametrize("override,message", BAD_VALUES[:-1], ids=[o for o, _ in BAD_VALUES[:-1]])
 def test_bad_value_is_refused_by_validation(tmp_path, override, message):
     """Every row of the table, in-process (fast); the CLI path is exercised below."""
-    from hydrafit.config import ConfigError, validate
+    from hydrafit.config.errors import ConfigError
+    from hydrafit.config.validate import validate
     from test_configs import compose_run
 
     with pytest.raises(ConfigError) as error:
@@ -108,10 +109,10 @@ def test_sweep_check_composes_each_option_of_a_swept_group_not_each_value(monkey
     """seed=range(1,61) is 60 values of one config, not 60 configs: the check before a sweep
     composes the first job and the other options of swept groups only (it composed every value,
     ~15 s before a 480-job sweep started)."""
-    from hydrafit import preflight
-    from hydrafit.sweep import register_sweeper
+    from hydrafit.cli.plugins import register_plugins
+    from hydrafit.config import preflight
 
-    register_sweeper()  # as hydrafit-train does: hydra/sweeper=resumable
+    register_plugins()  # as hydrafit-train does: hydra/sweeper=resumable
     composed = []
     real = preflight.composed
     monkeypatch.setattr(preflight, "composed", lambda overrides: composed.append(overrides) or real(overrides))

@@ -16,9 +16,11 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-import hydrafit.train as train_module
-from hydrafit.callbacks import GracefulStop
-from hydrafit.train import RunStopped, compose_job, train
+import hydrafit.engine.single as train_module
+from hydrafit.config.compose import compose_job
+from hydrafit.engine import signals
+from hydrafit.engine.single import train
+from hydrafit.report.status import RunStopped
 
 # Mini-batches (4 Lightning batches of 2 steps an epoch), a validation split, a step scheduler
 # and periodic checkpoints: a resumed run must get each epoch's shuffle, learning rate and
@@ -53,7 +55,7 @@ def fit(run_dir: Path, extra=None, resume: bool = False) -> dict:
     """Train CONFIG in run_dir (continuing it from last.ckpt with `resume`), `extra` = (callback,
     position) inserted into the Trainer's callbacks; metrics.json afterwards."""
     cfg = compose_job(CONFIG, run_dir)
-    build, GracefulStop.requested = train_module.build, None
+    build, signals.requested = train_module.build, None
 
     def build_with_extra(cfg, resume_step=None):
         datamodule, module, trainer = build(cfg, resume_step)
@@ -108,7 +110,7 @@ def test_signal_from_any_hook_stops_at_an_epoch_end_and_resume_is_bitwise(
 
 def test_a_signal_in_the_last_epoch_lets_the_run_complete(tmp_path, uninterrupted):
     """Nothing is left to resume: the run completes with the uninterrupted numbers, and the
-    request is kept (GracefulStop.requested) so that a sweep stops after this job."""
+    request is kept (hydrafit.engine.signals.requested) so that a sweep stops after this job."""
     global EPOCH
     EPOCH, saved = 7, EPOCH
     try:
@@ -117,4 +119,4 @@ def test_a_signal_in_the_last_epoch_lets_the_run_complete(tmp_path, uninterrupte
         EPOCH = saved
     assert finished["status"] == "completed"
     assert {k: finished[k] for k in NUMBERS} == {k: uninterrupted[k] for k in NUMBERS}
-    assert GracefulStop.requested == "SIGINT"
+    assert signals.requested == "SIGINT"

@@ -10,7 +10,8 @@ import torch
 
 from hydrafit.data import TensorBatches
 from hydrafit.metrics import final_metrics
-from hydrafit.train import build, compose_job
+from hydrafit.config.compose import compose_job
+from hydrafit.engine.single import build
 
 # 640 points in mini-batches of 32: 20 steps an epoch; callbacks and logger off for speed.
 MINI = ("dataset.n_points=640", "dataset.batch_size=32", "trainer.max_epochs=3",

@@ -68,7 +68,8 @@ def test_summary_md_aggregates_each_metric_over_seeds(seed_sweep):
 
 
 def test_seed_groups_are_exact_and_direction_is_respected(seed_sweep):
-    from hydrafit.sweep import collect, seed_groups
+    from hydrafit.sweeps.records import collect
+    from hydrafit.sweeps.tables import seed_groups
 
     by_lr = job_metrics(seed_sweep)
     jobs = collect(seed_sweep)
@@ -84,8 +85,8 @@ def test_sweep_png_draws_the_mean_and_a_band_over_seeds(seed_sweep):
     from matplotlib.collections import PolyCollection
     from PIL import Image
 
-    from hydrafit.sweep import collect
-    from hydrafit.sweep_figure import sweep_figure
+    from hydrafit.sweeps.figure import sweep_figure
+    from hydrafit.sweeps.records import collect
 
     with Image.open(seed_sweep / "sweep.png") as image:
         assert image.format == "PNG" and image.size[0] > 600 and image.size[1] > 600

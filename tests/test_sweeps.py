@@ -303,7 +303,7 @@ def test_optuna_search_goes_on_after_failed_trials_and_exits_nonzero(tmp_path):
 def test_bookkeeping_after_a_job_reads_only_that_job_and_matches_a_rebuild(grid, tmp_path, monkeypatch):
     """What keeps the work between two jobs flat (benchmarks/sweep_overhead.py times it): after
     each job only that job's directory is read; the tables equal a rebuild from every directory."""
-    from hydrafit import sweep
+    from hydrafit.sweeps import records, summary
 
     sweep_dir = tmp_path / "sweep"
     shutil.copytree(grid[0], sweep_dir)
@@ -311,25 +311,25 @@ def test_bookkeeping_after_a_job_reads_only_that_job_and_matches_a_rebuild(grid,
         if int(job.name) >= 4:
             shutil.rmtree(job)  # not started yet
     reads = []
-    read_job = sweep.read_job
-    monkeypatch.setattr(sweep, "read_job", lambda num, *a: reads.append(num) or read_job(num, *a))
-    sweep.update_after_job(sweep_dir, 3)
+    read_job = records.read_job
+    monkeypatch.setattr(records, "read_job", lambda num, *a: reads.append(num) or read_job(num, *a))
+    summary.update_after_job(sweep_dir, 3)
     assert sorted(reads) == list(range(9))  # the first time: every job, started or not
     for num in range(4, 7):
         shutil.copytree(grid[0] / str(num), sweep_dir / str(num))
         reads.clear()
-        sweep.update_after_job(sweep_dir, num)
+        summary.update_after_job(sweep_dir, num)
         assert reads == [num]
     before = (sweep_dir / "summary.md").read_text()
     for num in range(7, 9):  # jobs that end within a second of the last rewrite (SweepSummary) wait for the next
         shutil.copytree(grid[0] / str(num), sweep_dir / str(num))
-        sweep.update_after_job(sweep_dir, num, rewrite=False)
+        summary.update_after_job(sweep_dir, num, rewrite=False)
     assert (sweep_dir / "summary.md").read_text() == before
     reads.clear()
-    sweep.update_after_job(sweep_dir, 8)
+    summary.update_after_job(sweep_dir, 8)
     assert sorted(reads) == [7, 8]
     incremental = [(sweep_dir / name).read_text() for name in ("summary.csv", "summary.md")]
-    sweep.write_summary(sweep_dir, figure=False)
+    summary.write_summary(sweep_dir, figure=False)
     assert incremental == [(sweep_dir / name).read_text() for name in ("summary.csv", "summary.md")]
 
 
@@ -389,7 +389,7 @@ def test_readme_sweeps_section_is_what_these_tests_run():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     assert {d.split(">")[0] for d in project["optional-dependencies"]["sweeps"]} == {
         "hydra-joblib-launcher", "hydra-submitit-launcher", "optuna"}
-    assert project["scripts"]["hydrafit-sweep-report"] == "hydrafit.sweep:report"
+    assert project["scripts"]["hydrafit-sweep-report"] == "hydrafit.cli.report:report"
     assert '-e ".[dev,sweeps,mlflow]"' in (REPO / "Makefile").read_text()
     from importlib.metadata import version
     for plugin in ("hydra-joblib-launcher", "hydra-submitit-launcher", "optuna"):

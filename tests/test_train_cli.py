@@ -26,7 +26,7 @@ def test_default_run_meets_the_quality_bar_and_golden_numbers(default_run):
 
 
 def test_event_checksums_are_tensorboards_own(default_run):
-    """hydrafit.callbacks.fast_event_checksums: C's CRC-32C, masked as TensorBoard masks it, equals
+    """hydrafit.compat.tensorboard: C's CRC-32C, masked as TensorBoard masks it, equals
     TensorBoard's pure-Python checksum; and TensorBoard's own record reader, which checks every
     record's checksums with that pure-Python code, reads a run's whole event file."""
     import os
@@ -34,7 +34,7 @@ def test_event_checksums_are_tensorboards_own(default_run):
     from tensorboard.compat.tensorflow_stub import errors, pywrap_tensorflow
     from tensorboard.summary.writer import record_writer
 
-    from hydrafit.callbacks import fast_event_checksums
+    from hydrafit.compat.tensorboard import fast_event_checksums
 
     fast_event_checksums()
     for data in (b"", b"x", os.urandom(8), os.urandom(5000)):
@@ -198,7 +198,7 @@ def test_torch_and_lightning_are_imported_out_of_the_cycle_collectors_way():
 import gc
 full = []
 gc.callbacks.append(lambda phase, info: phase == "stop" and info["generation"] == 2 and full.append(1))
-from hydrafit.train import import_lightning
+from hydrafit.engine.startup import import_lightning
 import_lightning()
 frozen = gc.get_freeze_count()
 import_lightning()

@@ -18,11 +18,9 @@ import os
 import pickle
 import signal
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import (JobReturn, JobRuntime, JobStatus, configure_log, env_override, filter_overrides,
                               run_job, setup_globals)
@@ -40,23 +38,6 @@ from hydrafit.sweeps.resumable import consecutive_runs
 from hydrafit.sweeps.study import is_search, prunes
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class VectorizedLauncherConf:
-    _target_: str = "hydrafit.launch.vectorized.VectorizedLauncher"
-    # Most members a population holds; larger groups are trained in chunks of this many
-    # (null: no limit). Memory grows with it: a member of the default experiment is a few kB.
-    max_population: Optional[int] = None
-    # Processes that prepare the jobs (compose, validate, build each member) and write the members'
-    # run directories once a population is trained, each taking the next job (Linux; null: one a
-    # core, at most one per 16 jobs, but one a core to compose while torch imports; 1: this
-    # process alone).
-    processes: Optional[int] = None
-
-
-ConfigStore.instance().store(group="hydra/launcher", name="vectorized", node=VectorizedLauncherConf,
-                             provider="hydrafit")
 
 
 class VectorizedLauncher(Launcher):

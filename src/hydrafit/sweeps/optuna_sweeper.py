@@ -21,11 +21,9 @@ configured launcher as one batch of jobs. Replaces hydra-optuna-sweeper, which p
 import logging
 import os
 import socket
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from hydra.core.config_store import ConfigStore
 from hydra.core.plugins import Plugins
 from hydra.core.utils import JobStatus
 from hydra.plugins.sweeper import Sweeper
@@ -41,25 +39,6 @@ from hydrafit.sweeps.study import (ACTIVE, FINISHED, counts, draw_pictures, load
                                    search_space, storage, storage_url)
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class OptunaSweeperConf:
-    _target_: str = "hydrafit.sweeps.optuna_sweeper.OptunaSweeper"
-    _recursive_: bool = False   # sampler and pruner are built by the sweeper (a resume reseeds)
-    n_trials: int = 20          # completed + pruned trials the study should hold in the end
-    n_jobs: int = 1             # trials asked at a time, launched as one batch
-    direction: str = "minimize"
-    study_name: str = "hydrafit"
-    storage: Optional[str] = None  # an SQLAlchemy URL; None: sqlite:///<sweep dir>/optuna.db
-    join: bool = False          # join the study if it exists (several workers, one search)
-    pruner: Any = "none"        # none | median | hyperband | {_target_: optuna.pruners.X, ...}
-    sampler: Any = field(default_factory=lambda: {"_target_": "optuna.samplers.TPESampler", "seed": None})
-    params: Optional[Dict[str, str]] = None  # the search space, in Hydra's sweep grammar
-
-
-ConfigStore.instance().store(group="hydra/sweeper", name="optuna", node=OptunaSweeperConf,
-                             provider="hydrafit")
 
 
 def quoted(value: str) -> str:

@@ -16,12 +16,10 @@ hydrafit.sweeps.summary.check_resume has refused a resume_sweep= that cannot wor
 # annotations as types.
 import logging
 import time
-from dataclasses import dataclass
 from itertools import groupby
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from hydra.core.config_store import ConfigStore
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
@@ -33,18 +31,6 @@ from hydrafit.sweeps.grammar import grid_jobs
 from hydrafit.sweeps.records import job_dirs
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class ResumableSweeperConf:
-    _target_: str = "hydrafit.sweeps.resumable.ResumableSweeper"
-    max_batch_size: Optional[int] = None
-    params: Optional[Dict[str, str]] = None
-    n_trials: Optional[int] = None  # resume_sweep= of an Optuna search: its new number of trials
-
-
-ConfigStore.instance().store(group="hydra/sweeper", name="resumable", node=ResumableSweeperConf,
-                             provider="hydrafit")
 
 
 def consecutive_runs(numbers: List[int]) -> List[List[int]]:
