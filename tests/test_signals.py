@@ -19,6 +19,7 @@ import torch
 import hydrafit.engine.single as train_module
 from hydrafit.config.compose import compose_job
 from hydrafit.engine import signals
+from hydrafit.engine.callbacks import GracefulStop
 from hydrafit.engine.single import train
 from hydrafit.report.status import RunStopped
 

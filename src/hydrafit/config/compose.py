@@ -10,7 +10,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from hydrafit.config import resolvers  # noqa: F401  conf/ uses ${hydrafit.*}
+from hydrafit.config import plugins, resolvers  # noqa: F401  conf/ uses their nodes and ${hydrafit.*}
 from hydrafit.config.errors import ConfigError
 from hydrafit.config.expression import quote_formula
 from hydrafit.config.preflight import composition_problem
