@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -31,3 +32,18 @@ def test_wheel_ships_configs_and_runs_from_elsewhere(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert str(site) in proc.stderr  # really the installed copy, not the source tree
     assert "_target_: hydrafit.models.polynomial" in proc.stdout
+
+
+def test_build_prints_no_warning_and_twine_accepts_it(tmp_path):
+    """`python -m build` (sdist and wheel) says nothing about packages left out, and the
+    distributions pass `twine check`."""
+    proc = subprocess.run([sys.executable, "-m", "build", "--no-isolation", "--outdir", str(tmp_path), str(REPO)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    warned = re.findall(r"\w*Warning: .*", proc.stdout + proc.stderr)  # BuildBackendWarning, SetuptoolsDeprecationWarning
+    assert not warned, warned[:5]
+    dists = sorted(str(p) for p in tmp_path.iterdir())
+    assert len(dists) == 2, dists
+    check = subprocess.run([sys.executable, "-m", "twine", "check", "--strict", *dists],
+                           capture_output=True, text=True, timeout=120)
+    assert check.returncode == 0, check.stdout + check.stderr

@@ -13,7 +13,8 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
 CHECKED = "hydra-core 1.3.2 to 1.3.8"
 
-__all__ = ["BasicSweeper", "apply_overrides", "check", "grid_batches", "overrides_dirname", "returned_value"]
+__all__ = ["BasicSweeper", "apply_overrides", "check", "grid_batches", "job_return", "overrides_dirname",
+           "returned_value"]
 
 
 def apply_overrides(overrides: list, config) -> None:
@@ -36,6 +37,14 @@ def returned_value(job_return):
     """What a job returned, or the exception it raised, without raising it (JobReturn's
     return_value property re-raises a failure)."""
     return job_return._return_value
+
+
+def job_return(value, **fields):
+    """A JobReturn holding `value` (what a job returned, or the exception it raised) as Hydra's
+    run_job stores it: the public return_value setter cannot store an exception unraised."""
+    from hydra.core.utils import JobReturn
+
+    return JobReturn(**fields, _return_value=value)
 
 
 def check() -> None:

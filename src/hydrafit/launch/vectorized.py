@@ -28,7 +28,7 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from hydrafit.compat.hydra import apply_overrides, overrides_dirname, returned_value
+from hydrafit.compat.hydra import apply_overrides, job_return, overrides_dirname, returned_value
 from hydrafit.config.errors import ConfigError
 from hydrafit.config.validate import validate
 from hydrafit.engine.startup import import_lightning
@@ -269,7 +269,7 @@ class VectorizedLauncher(Launcher):
             stop = self.run_member(i, configs, tasks, returns, member_tasks[i], recorded)
             ret = returns[i]
             fields = ret and dict(status=ret.status, task_name=ret.task_name, working_dir=ret.working_dir,
-                                  _return_value=picklable(returned_value(ret)))
+                                  value=picklable(returned_value(ret)))
             return fields, stop and stop.code
 
         def lost(process) -> None:  # a member written twice would hold two TensorBoard event files
@@ -279,8 +279,8 @@ class VectorizedLauncher(Launcher):
         jobs = list(member_tasks)
         stop = None
         for i, (fields, code) in zip(jobs, share(jobs, written, process_count(len(jobs), self.processes), lost=lost)):
-            returns[i] = JobReturn(overrides=list(configs[i].hydra.overrides.task), cfg=tasks[i],
-                                   hydra_cfg=configs[i], **fields) if fields else None
+            returns[i] = job_return(overrides=list(configs[i].hydra.overrides.task), cfg=tasks[i],
+                                    hydra_cfg=configs[i], **fields) if fields else None
             stop = stop or (SystemExit(code) if code is not None else None)
         return stop
 
