@@ -112,6 +112,7 @@ class Outcome:
     losses: torch.Tensor    # [epochs, members] train/loss of each epoch
     diverged: dict          # member -> (epoch, loss) where its loss stopped being finite
     kept: dict              # diverged member -> its last finite checkpoint (or absent)
+    best: dict              # member -> its state at the periodic save of lowest train/loss (best.ckpt)
     template: dict          # Lightning's checkpoint of the fit's end, minus model and optimizer
     optimizer: Memberwise
     epochs: int
@@ -154,6 +155,8 @@ class Population(pl.LightningModule):
         self.losses: list[torch.Tensor] = []
         self.diverged: dict[int, tuple[int, float]] = {}
         self.kept: dict[int, dict] = {}
+        self.best: dict[int, dict] = {}
+        self.best_loss = torch.full((len(members),), math.inf)
         self._snapshot: dict | None = None
         self.template: dict = {}
 
@@ -204,6 +207,16 @@ class Population(pl.LightningModule):
         self.trainer.callback_metrics["train/loss"] = loss[self.active].mean() if self.active.any() else loss.mean()
         if self.every_n_epochs and (self.current_epoch + 1) % self.every_n_epochs == 0:
             self._snapshot = self.snapshot()  # the periodic checkpoint of a single run
+            self.keep_best(loss.cpu())
+
+    def keep_best(self, loss: torch.Tensor) -> None:
+        """Each member's best.ckpt state, as a single run's Checkpoint (monitor train/loss,
+        save_top_k 1) keeps it: the periodic save whose epoch loss is the lowest so far."""
+        better = (loss < self.best_loss) & self.active.cpu()
+        for k in better.nonzero().flatten().tolist():
+            state = self.member_state(self._snapshot, k)
+            self.best[k] = state | {"params": {n: v.clone() for n, v in state["params"].items()}}
+        self.best_loss = torch.where(better, loss, self.best_loss)
 
     def freeze(self, bad: torch.Tensor, loss: torch.Tensor) -> None:
         """Members whose loss just turned NaN/inf stop updating; each keeps its last periodic state."""
@@ -272,7 +285,8 @@ def fit(members: list[Member], sweep_dir: Path, spare_core: bool = False) -> Out
     return Outcome(
         params=population.stacked_state(),  # no epoch at all when Ctrl-C came before the first ended
         losses=torch.stack(population.losses).cpu() if population.losses else torch.empty(0, len(members)),
-        diverged=population.diverged, kept=population.kept, template=population.template,
+        diverged=population.diverged, kept=population.kept, best=population.best,
+        template=population.template,
         optimizer=trainer.optimizers[0], epochs=trainer.current_epoch,
         steps_per_epoch=batches.steps_per_epoch(), seconds=seconds,
         interrupted=stopper.received if stopper else None)

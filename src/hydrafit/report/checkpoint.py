@@ -50,26 +50,28 @@ class Checkpoint(ModelCheckpoint):
 
 
 def save_checkpoint(member, outcome, k: int, dirpath: Path) -> None:
-    """checkpoints/last.ckpt of member k: a single run's checkpoint (its Regressor's weights and
-    hyperparameters, its torch.optim optimizer's state, Lightning's loop progress), so that
-    hydrafit-eval and resume= read it as any other. A diverged member keeps its last periodic
-    state, or no checkpoint if it diverged before the first (as a single run)."""
-    if k in outcome.diverged:
-        state = outcome.kept.get(k)
-        if state is None:
-            return
-    else:
-        state = {"template": outcome.template, "params": {n: v[k] for n, v in outcome.params.items()},
-                 "optimizer": outcome.optimizer.member_state(k)}
+    """checkpoints/last.ckpt and best.ckpt of member k, each a single run's checkpoint (its
+    Regressor's weights and hyperparameters, its torch.optim optimizer's state, Lightning's loop
+    progress), so that hydrafit-eval and resume= read them as any other. A diverged member keeps
+    its last periodic state as last.ckpt, or none if it diverged before the first (as a single run)."""
+    last = outcome.kept.get(k) if k in outcome.diverged else {
+        "template": outcome.template, "params": {n: v[k] for n, v in outcome.params.items()},
+        "optimizer": outcome.optimizer.member_state(k)}
+    dirpath.mkdir(parents=True, exist_ok=True)
+    for name, state in (("best", outcome.best.get(k)), ("last", last)):
+        if state is not None:
+            buffer = io.BytesIO()
+            torch.save(member_checkpoint(member, outcome.optimizer.settings[k], state), buffer)
+            write_atomic(dirpath / f"{name}.ckpt", buffer.getvalue())
+
+
+def member_checkpoint(member, settings: dict, state: dict) -> dict:
+    """The checkpoint dict of a member's `state` (template, params, optimizer state); `settings`:
+    its resolved optimizer config, as instantiate builds it."""
     module = member.module  # its Regressor: the state_dict's keys, the hyperparameters, the optimizer
-    settings = outcome.optimizer.settings[k]  # its resolved optimizer config, as instantiate builds it
     optimizer = get_class(settings["_target_"])(module.parameters(), **{
         name: value for name, value in settings.items() if not name.startswith("_")})
     optimizer.load_state_dict({"state": state["optimizer"], "param_groups": optimizer.state_dict()["param_groups"]})
-    checkpoint = {**state["template"], "state_dict": {f"net.{n}": v.clone() for n, v in state["params"].items()},
-                  "optimizer_states": [optimizer.state_dict()], "hparams_name": "kwargs",
-                  "hyper_parameters": dict(module.hparams)}
-    dirpath.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
-    torch.save(checkpoint, buffer)
-    write_atomic(dirpath / "last.ckpt", buffer.getvalue())
+    return {**state["template"], "state_dict": {f"net.{n}": v.clone() for n, v in state["params"].items()},
+            "optimizer_states": [optimizer.state_dict()], "hparams_name": "kwargs",
+            "hyper_parameters": dict(module.hparams)}
