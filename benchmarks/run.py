@@ -1,4 +1,4 @@
-"""`make bench`: hydrafit against its baselines, per target of issue 4, in one run.
+"""`make bench`: hydrafit against its baselines, row by row, in one run.
 
     python -m benchmarks.run                       # all targets, ~3 min on 2 cores
     python -m benchmarks.run --only t1,t3          # some of them
@@ -116,7 +116,7 @@ def target4(grid: dict[str, list[str]], common: list[str]) -> Row:
 
 
 def overhead_rows(sizes: list[int]) -> list[Row]:
-    """Per-job sweep bookkeeping after job 10 vs after job N (issue 11: within 1.5x), and what
+    """Per-job sweep bookkeeping after job 10 vs after job N (goal: within 1.5x), and what
     rebuilding the summary from every job directory, as before, cost at the same points."""
     rows = []
     for n, at in sweep_overhead.measure(sizes).items():

@@ -145,7 +145,7 @@ class Regressor(pl.LightningModule):
         """The MSE of the batch (x, y) as the optimizer sees it; adds to the epoch's train/loss."""
         loss = nn.functional.mse_loss(self.net(x), y)
         # Not self.log: Lightning's per-call bookkeeping costs ~0.5 ms, more than this whole step
-        # of the seed (0.35 ms in plain PyTorch; benchmarks/, target 1).
+        # of the seed (0.35 ms in plain PyTorch; benchmarks/, row 1).
         self._loss_sum = self._loss_sum + loss.detach() * len(x)
         self._loss_count += len(x)
         if self.hparams.scaling:  # optimise in standard units: optimizer settings do not depend on y's
@@ -187,7 +187,7 @@ class Regressor(pl.LightningModule):
     def log_epoch_losses(self) -> None:
         """Hand the epoch losses kept since the last call to the loggers, and flush them. Once a
         second, not every epoch: a scalar an epoch woke TensorBoard's writer thread every epoch,
-        and the GIL hand-offs cost ~0.2 ms (a quarter of a seed epoch; benchmarks/, target 1).
+        and the GIL hand-offs cost ~0.2 ms (a quarter of a seed epoch; benchmarks/, row 1).
         TensorBoard is as live; a crash or kill -9 loses at most the losses after the last
         checkpoint, which a resumed run redoes anyway."""
         for logger in self.loggers:

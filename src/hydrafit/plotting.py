@@ -12,7 +12,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 # Drawing 1M scatter markers takes Agg ~8 s a figure (the fit plot then dominated a 1M-point run;
-# benchmarks/, target 3); beyond this many, every k-th point is drawn, which looks the same.
+# benchmarks/, row 3); beyond this many, every k-th point is drawn, which looks the same.
 MAX_MARKERS = 2000
 
 
@@ -93,7 +93,7 @@ def shared_limits(arguments: list[dict]) -> tuple[tuple[float, float], tuple[flo
 
 def fit_png(arguments: dict, limits) -> bytes:
     """fit_figure(**arguments) on the axes `limits` (shared_limits) as PNG, for a population's
-    members (hydrafit.population). What every member's figure shares (axes, ticks, truth, legend,
+    members (hydrafit.engine.population). What every member's figure shares (axes, ticks, truth, legend,
     the title but its last word) is drawn once (Backdrop); each member's data, baseline,
     prediction and the title's number are drawn onto those pixels (matplotlib's blitting): ~15 ms
     an image, not ~90 (most of a figure's time is laying out its text; a title's 28 glyphs took

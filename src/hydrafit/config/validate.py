@@ -26,7 +26,7 @@ ALLOWED_TARGETS = ("hydrafit.", "torch.optim.", "pytorch_lightning.Trainer",
                    "pytorch_lightning.callbacks.", "pytorch_lightning.loggers.")
 TOP_LEVEL_KEYS = ("seed", "optimized_metric", "resume", "overwrite", "lr_find", "dataset", "model", "optimizer", "scheduler",
                   "trainer", "callbacks", "logger",
-                  "resume_sweep", "mlp_shape")  # hydrafit.sweep; mlp_shape: hparams_search=optuna
+                  "resume_sweep", "mlp_shape")  # hydrafit.sweeps; mlp_shape: hparams_search=optuna
 
 
 # model.activation's names and the torch.nn classes hydrafit.models builds for them; model.init's
@@ -120,7 +120,7 @@ def check_csv_dataset(cfg: DictConfig) -> None:
 
 
 def check_csv_format(d: DictConfig) -> None:
-    """dataset.encoding, .delimiter, .decimal of dataset=csv (null / auto: detected, hydrafit.csvfile)."""
+    """dataset.encoding, .delimiter, .decimal of dataset=csv (null / auto: detected, hydrafit.data.csvfile)."""
     encoding, delimiter, decimal = d.get("encoding"), d.get("delimiter"), d.get("decimal", "auto")
     if encoding is not None:
         try:

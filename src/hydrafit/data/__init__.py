@@ -96,7 +96,7 @@ class TensorBatches:
 
     Several steps a batch: Lightning's own work per batch (~0.4 ms on a 2-core CPU: hooks,
     progress, closures) is more than a whole step of a small model on 4096 points (~0.7 ms in
-    plain PyTorch); grouping the steps pays it once per group (benchmarks/, target 3), as
+    plain PyTorch); grouping the steps pays it once per group (benchmarks/, row 3), as
     Keras' steps_per_execution does. The model takes the steps (models.Regressor.training_step).
 
     The permutation of epoch e comes from a generator seeded with (seed, e), so a run resumed
@@ -145,7 +145,7 @@ class TensorBatches:
 
 def epoch_order(seed: int, epoch: int, n: int) -> torch.Tensor:
     """The shuffled order of n points in `epoch` of a run seeded `seed` (TensorBatches, and each
-    member of a population: hydrafit.population)."""
+    member of a population: hydrafit.engine.population)."""
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
 
 
@@ -248,7 +248,7 @@ def sine(amplitude: float, frequency: float, phase: float, **sampling) -> Functi
 
 def expression(expr: str, **sampling) -> FunctionDataModule:
     """dataset=expression: noisy samples of a formula in x, e.g. "sin(3*x) + 0.5*x", checked
-    and evaluated by hydrafit.expression (never by Python's eval)."""
+    and evaluated by hydrafit.config.expression (never by Python's eval)."""
 
     datamodule = FunctionDataModule(Expression(expr), **sampling)
     grid = datamodule.grid()
@@ -267,7 +267,7 @@ def from_csv(path: str, x: str | int, y: str | int, seed: int, val_fraction: flo
              steps_per_batch: int = 1, encoding: str | None = None, delimiter: str | None = None,
              decimal: str = "auto") -> PointsDataModule:
     """dataset=csv: columns `x` and `y` (header names, or 0-based indexes) of a CSV file, read
-    as hydrafit.csvfile reads what spreadsheets write (encoding, delimiter and decimal mark
+    as hydrafit.data.csvfile reads what spreadsheets write (encoding, delimiter and decimal mark
     detected unless given). A relative `path` is relative to the directory hydrafit-train was
     started in."""
 

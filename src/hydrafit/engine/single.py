@@ -44,7 +44,7 @@ def check_optimized_metric(cfg: DictConfig, datamodule) -> None:
 def build_model(cfg: DictConfig, announce: bool = True):
     """(datamodule, module) of the run: seeded, so the data noise and the net's initial weights
     are the run's own. A single run builds them here (build), and so does each member of a
-    population (hydrafit.population), which is why a member's numbers are its single run's.
+    population (hydrafit.engine.population), which is why a member's numbers are its single run's.
     `announce`: log each piece (a population's members say it in their own train.log)."""
     import pytorch_lightning as pl
 
@@ -106,7 +106,7 @@ def train(cfg: DictConfig, checkpoint: dict | None = None, ckpt_path=None):
 
 
 def train_with_found_lr(cfg: DictConfig, module, datamodule, trainer) -> None:
-    """lr_find=true: Lightning's learning-rate finder picks optimizer.lr (hydrafit.lr_finder)."""
+    """lr_find=true: Lightning's learning-rate finder picks optimizer.lr (hydrafit.engine.lr_finder)."""
     from hydrafit.engine.lr_finder import find_lr
 
     lr = find_lr(module, datamodule, cfg.trainer, Path(HydraConfig.get().runtime.output_dir))

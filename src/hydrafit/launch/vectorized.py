@@ -1,5 +1,5 @@
 """hydra/launcher=vectorized: the jobs a sweeper hands over, trained as populations, each in one
-Lightning fit (hydrafit.population), every job still an ordinary run directory.
+Lightning fit (hydrafit.engine.population), every job still an ordinary run directory.
 
     hydrafit-train -m hydra/launcher=vectorized optimizer.lr=0.001,0.003,0.01,0.03 seed=range(1,31)
     hydrafit-train -m hydra/launcher=vectorized hydra.launcher.max_population=64 seed=range(1,201)
@@ -138,7 +138,7 @@ class VectorizedLauncher(Launcher):
         return task, self.member(config, task)
 
     def member(self, config: DictConfig, task: Optional[DictConfig]):
-        """The job's population member (hydrafit.population.Member), built as its single run
+        """The job's population member (hydrafit.engine.population.Member), built as its single run
         builds it; None for a job that runs alone: an invalid or not vectorisable config, or a
         problem its single run reports (a data file that cannot be read)."""
         from hydrafit.engine.population import Member

@@ -26,7 +26,7 @@ def log_hyperparameters(loggers, cfg: DictConfig, metric_names) -> None:
     for logger in loggers:
         if hasattr(logger, "experiment") and hasattr(logger.experiment, "add_hparams"):
             metrics = {name: math.nan for name in metric_names}
-            if in_sweep:  # the sweep declares the experiment (hydrafit.hparams)
+            if in_sweep:  # the sweep declares the experiment (hydrafit.report.hparams)
                 log_session(logger, params, metrics)
             else:
                 logger.log_hyperparams(params, metrics)
