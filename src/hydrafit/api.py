@@ -28,7 +28,6 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from hydrafit.compat.omegaconf import parsing_cached
-from hydrafit.compat.tensorboard import checksums_in_c
 from hydrafit.config.compose import compose, job_config, start
 from hydrafit.config.errors import ConfigError
 from hydrafit.config.preflight import check_request, check_run
@@ -137,6 +136,10 @@ def process_kept():
     filters of Lightning's logger, OmegaConf's parser, TensorBoard's checksum function) is put
     back as the caller had it when the block ends, however it ends. Signal handlers are put back
     by GracefulStop itself (on_train_end, on_exception)."""
+    # TensorBoard (~0.25 s to import) only once a fit starts, which imports it anyway: `import
+    # hydrafit` and `hydrafit-train --help` stay without it.
+    from hydrafit.compat.tensorboard import checksums_in_c
+
     lightning_log = logging.getLogger("pytorch_lightning.utilities.rank_zero")
     hydra_config, log_filters = HydraConfig.instance().cfg, list(lightning_log.filters)
     try:
