@@ -52,7 +52,7 @@ def timed_with_memory(command: list[str], cwd: Path) -> tuple[float, float]:
 
 
 def vectorized_sweep(lrs: list[str], seeds: int, common: list[str], basic: bool) -> dict:
-    """Issue 12: an lr x seed grid of the default experiment with hydra/launcher=vectorized and,
+    """Row 6: an lr x seed grid of the default experiment with hydra/launcher=vectorized and,
     when `basic`, with Hydra's basic launcher: wall seconds and peak MB of each `hydrafit-train -m`."""
     grid = [f"optimizer.lr={','.join(lrs)}", f"seed=range(1,{seeds + 1})", "~callbacks.progress_bar", *common]
     result = {"jobs": len(lrs) * seeds}

@@ -130,7 +130,7 @@ def overhead_rows(sizes: list[int]) -> list[Row]:
 
 
 def vectorized_rows(lrs: int, seeds: tuple[int, int], common: list[str]) -> list[Row]:
-    """Issue 12: lr x seed sweeps of the default experiment, Hydra's basic launcher against
+    """Row 6: lr x seed sweeps of the default experiment, Hydra's basic launcher against
     hydra/launcher=vectorized. The larger sweep's basic time is extrapolated from the smaller's
     per-job time (the basic launcher's cost per job does not fall with more jobs)."""
     small = processes.vectorized_sweep(LRS[:lrs], seeds[0], common, basic=True)
