@@ -28,10 +28,10 @@ TRUTH_TOLERANCE = 0.6  # °C RMS over days 1..365, a third of the noise std (mea
 
 
 def readme_commands() -> list[str]:
-    """The command lines of the ```bash block of the README's "## Your own data" section."""
-    text = (REPO / "README.md").read_text()
-    section = re.search(r"^## Your own data\n(.*?)(?=^## |\Z)", text, re.S | re.M)
-    assert section, "README has no section '## Your own data'"
+    """The command lines of the ```bash block of docs/own-data.md's "## Walk-through" section."""
+    text = (REPO / "docs" / "own-data.md").read_text()
+    section = re.search(r"^## Walk-through\n(.*?)(?=^## |\Z)", text, re.S | re.M)
+    assert section, "docs/own-data.md has no section '## Walk-through'"
     block = re.search(r"```bash\n(.*?)```", section.group(1), re.S).group(1)
     return [line.split("  #")[0].strip() for line in block.splitlines() if line.strip()]
 

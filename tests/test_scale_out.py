@@ -103,9 +103,9 @@ def test_slurm_launcher_defaults_compose_and_instantiate(tmp_path):
 
 def test_readme_scaling_out_section_is_what_these_tests_run(tmp_path):
     """Each command of README "Scaling out" maps to a test above; the GPU ones are composed."""
-    from test_readme import commands, section
+    from test_docs import commands, page
 
-    lines = commands(section("Scaling out"))
+    lines = commands(page("scaling-out.md"))
     assert lines == [
         "hydrafit-train trainer=ddp_cpu",  # test_two_rank_cpu_ddp_equals_single_process...
         "hydrafit-train trainer=ddp trainer.devices=4",  # composed by test_configs (CUDA only)

@@ -23,17 +23,17 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 
 from conftest import BIN, REPO, read_metrics, run_cli
 
-README = (REPO / "README.md").read_text()
+# The pages whose sweep commands these tests (and test_population's, test_optuna's) run.
+SWEEP_PAGES = [(REPO / "docs" / name).read_text() for name in ("sweeps.md", "vectorised.md", "search.md")]
 SHORT = ["trainer.max_epochs=3", "callbacks.fit_plot.n_images=0"]  # fit.png is still drawn, at the end
 PLACEHOLDER = "outputs/multiruns/<date>_<time>"
 NUMBERS = ("train/mse", "truth/rmse", "baseline/truth_rmse", "epochs")
 
 
 def sweep_commands() -> list[str]:
-    """Command lines of the ```bash blocks of README's "## Sweeps", without trailing comments."""
-    match = re.search(r"^## Sweeps\n(.*?)(?=^## )", README, re.S | re.M)
-    assert match, "README has no '## Sweeps' section before the next '## '"
-    blocks = re.findall(r"```bash\n(.*?)```", match.group(1), re.S)
+    """Command lines of the ```bash blocks of the docs' sweeps, vectorised and search pages,
+    without trailing comments."""
+    blocks = [b for text in SWEEP_PAGES for b in re.findall(r"```bash\n(.*?)```", text, re.S)]
     return [line.split("  #")[0].strip() for b in blocks for line in b.splitlines() if line.strip()]
 
 
