@@ -63,7 +63,6 @@ class Result:
         return predict(self.model.net, torch.from_numpy(x.reshape(-1, 1))).numpy().reshape(x.shape)
 
 
-
 def fit(overrides: Sequence[str] = (), run_dir: str | Path | None = None) -> Result:
     """Train the run `hydrafit-train <overrides>` would train, into `run_dir` (default: a new
     directory under outputs/runs/ of the current directory, named as the CLI names it)."""
@@ -85,7 +84,6 @@ def fit(overrides: Sequence[str] = (), run_dir: str | Path | None = None) -> Res
     model = trainer.lightning_module
     model.trainer = None  # let the Trainer, its loggers and data go
     return result(out, model)
-
 
 
 def run(cfg: DictConfig):
@@ -129,7 +127,6 @@ def optimized_value(cfg: DictConfig, trainer) -> float | None:
     return float(metric)
 
 
-
 @contextlib.contextmanager
 def process_kept():
     """Within: what a fit changes in its process (Hydra's current config, warning filters, the
@@ -166,7 +163,6 @@ def result(run_dir: Path, model) -> Result:
     return Result(run_dir, resolved_config(run_dir), metrics, model.cpu().eval())
 
 
-
 def load(run_dir: str | Path, ckpt: str = "last") -> Result:
     """A finished run (a single run's directory or one job's of a sweep), its model from
     checkpoints/<ckpt>.ckpt ("last" or "best"). A path that is not such a run raises ConfigError."""
@@ -174,7 +170,6 @@ def load(run_dir: str | Path, ckpt: str = "last") -> Result:
 
     path = check_request(OmegaConf.create({"run": str(run_dir), "ckpt": ckpt, "input": None}))
     return result(path.parent.parent, load_regressor(path)[0])
-
 
 
 @contextlib.contextmanager

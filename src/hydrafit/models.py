@@ -94,6 +94,7 @@ class Regressor(pl.LightningModule):
     _loss_sum, _loss_count = 0.0, 0  # this epoch's sum of batch losses x batch sizes, and of sizes
     _unlogged: list | tuple = ()  # (step, train/loss) of the epochs not yet handed to the loggers
     one_step_per_batch = False  # set by hydrafit.engine.lr_finder while Lightning's finder runs
+    lr_suggestion: float | None = None  # lr_find=true: the lr trained with (metrics.json records it)
 
     def __init__(self, model: dict, optimizer: dict, scheduler: dict | None = None,
                  scaling: dict | None = None):

@@ -56,7 +56,6 @@ def exits_without_teardown(entry):
     return entry_then_exit
 
 
-
 def quote_formulas(entry):
     """Decorates a Hydra entry point so that `dataset.expr=sin(3*x) + 0.5*x` works as typed.
 
@@ -70,7 +69,6 @@ def quote_formulas(entry):
         sys.argv[1:] = [quote_formula(arg) for arg in sys.argv[1:]]
         return entry(*args, **kwargs)
     return with_quoted_formulas
-
 
 
 def explain_composition_errors(entry):
@@ -93,7 +91,6 @@ def explain_composition_errors(entry):
             refuse(problem)
         return entry(*args, **kwargs)
     return checked
-
 
 
 @quote_formulas  # dataset.expr=sin(3*x) + 0.5*x, as typed, despite Hydra's override grammar

@@ -125,7 +125,6 @@ def sweep_problem(arguments: list[str]) -> str | None:
     return None
 
 
-
 def refuse_existing(config, key: str) -> None:
     """An explicit hydra.run.dir / hydra.sweep.dir that already holds a run or a sweep is refused
     (ConfigError), or with `overwrite=true` emptied first; nothing else is touched. Joining an

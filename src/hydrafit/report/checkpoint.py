@@ -48,7 +48,6 @@ class Checkpoint(ModelCheckpoint):
             trainer.save_checkpoint(last, weights_only=False)  # atomic (temp file + rename) in Lightning
 
 
-
 def save_checkpoint(member, outcome, k: int, dirpath: Path) -> None:
     """checkpoints/last.ckpt and best.ckpt of member k, each a single run's checkpoint (its
     Regressor's weights and hyperparameters, its torch.optim optimizer's state, Lightning's loop

@@ -111,7 +111,6 @@ def write_fit_png(run_dir: Path, image: bytes) -> None:
     write_atomic(Path(run_dir) / "fit.png", image)
 
 
-
 def fit_images(members: list, outcome) -> list:
     """Each member's final fit figure as PNG, one callable a member that renders it where its run
     directory is written: on axes shared by the population (plotting.fit_png, ~20 ms an image);

@@ -34,7 +34,6 @@ def log_hyperparameters(loggers, cfg: DictConfig, metric_names) -> None:
             logger.log_hyperparams(params)
 
 
-
 def log_scalars(loggers, tag: str, values: list[float], steps: list[int]) -> None:
     """A series of `tag` (a population member's train/loss, every epoch at once) to each logger.
     To TensorBoard as summaries written straight to its event file: what its log_metrics writes,
@@ -61,7 +60,6 @@ def png_summary(tag: str, image: bytes):
     width, height = struct.unpack(">II", image[16:24])  # the PNG IHDR chunk
     picture = Summary.Image(height=height, width=width, colorspace=4, encoded_image_string=image)
     return Summary(value=[Summary.Value(tag=tag, image=picture)])
-
 
 
 def save_hparams(loggers) -> None:

@@ -34,7 +34,7 @@ class MetricsFile(pl.Callback):
         metrics = final_metrics(pl_module.net, trainer.datamodule) if status != "diverged" else {}
         trainer.callback_metrics.update({k: torch.tensor(v) for k, v in metrics.items()})
         if trainer.is_global_zero:
-            found = getattr(pl_module, "lr_suggestion", None)  # lr_find=true (hydrafit.engine.single)
+            found = pl_module.lr_suggestion  # lr_find=true (hydrafit.engine.single)
             extra = {"lr_find/suggestion": found} if found is not None else {}
             write_metrics(self.path, trainer.loggers, trainer.global_step, metrics | extra,
                           trainer.current_epoch, time.perf_counter() - self._start, status, message)

@@ -11,8 +11,6 @@ import json
 import os
 from pathlib import Path
 
-# A run's statuses, as metrics.json's `status` says them.
-STATUSES = ("running", "completed", "pruned", "diverged", "interrupted", "failed")
 FINISHED = ("completed", "pruned")  # ends that are results: a pruned trial was stopped on purpose
 NOT_METRICS = ("status", "error")
 
