@@ -258,7 +258,6 @@ def test_bad_own_data_config_is_refused_by_validation(tmp_path, overrides, messa
 
 
 def test_a_formula_not_finite_on_the_range_and_a_metric_not_reported_are_refused(tmp_path):
-    from omegaconf import OmegaConf
 
     from hydrafit.data import expression
     from hydrafit.engine.single import check_optimized_metric
@@ -267,9 +266,9 @@ def test_a_formula_not_finite_on_the_range_and_a_metric_not_reported_are_refused
                                                     "dataset.x_range=[-3.0, 3.0] (e.g. at x = -3)")):
         expression("log(x)", n_points=16, x_range=[-3, 3], noise_std=0.1, seed=0)
     datamodule = from_csv(tmp_path, "x,y\n1,2\n2,3\n3,4\n")
-    check_optimized_metric(OmegaConf.create({"optimized_metric": "train/mse"}), datamodule)
+    check_optimized_metric("train/mse", datamodule)
     for name, hint in (("val/mse", "; val/ metrics need dataset.val_fraction > 0"), ("truth/rmse", "")):
         with pytest.raises(ConfigError) as error:
-            check_optimized_metric(OmegaConf.create({"optimized_metric": name}), datamodule)
+            check_optimized_metric(name, datamodule)
         assert str(error.value) == (f"optimized_metric: this run does not report '{name}'; "
                                     f"it reports train/mse, train/loss{hint}")

@@ -17,6 +17,7 @@ import copy
 import itertools
 import math
 import time
+import functools
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -30,6 +31,7 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from hydrafit.compat.lightning import fit_state
 from hydrafit.compat.tensorboard import fast_event_checksums
+from hydrafit.config.view import RunView
 from hydrafit.data import epoch_order
 from hydrafit.engine.callbacks import EpochProgressBar, GracefulStop, NoProfiler
 from hydrafit.engine.memberwise import KINDS, Memberwise
@@ -46,6 +48,10 @@ class Member:
     cfg: DictConfig
     datamodule: object
     module: nn.Module
+
+    @functools.cached_property
+    def view(self) -> RunView:
+        return RunView.of(self.cfg)
 
 
 class MemberSteps:
@@ -134,7 +140,7 @@ class Population(pl.LightningModule):
 
     automatic_optimization = False
 
-    def __init__(self, members: list[Member], every_n_epochs: int = 0):
+    def __init__(self, members: list[Member], every_n_epochs: int = 0, keeps_best: bool = True):
         super().__init__()
         nets = [m.module.net for m in members]
         params, buffers = stack_module_state(nets)
@@ -146,12 +152,11 @@ class Population(pl.LightningModule):
         object.__setattr__(self, "base", copy.deepcopy(nets[0]).to("meta"))  # not a submodule
         self.settings = [OmegaConf.to_container(m.cfg.optimizer, resolve=True) for m in members]
         self.kind = KINDS[self.settings[0]["_target_"]]
-        self.seeds = [int(m.cfg.seed) for m in members]
-        data = members[0].cfg.dataset
-        self.batch_size, self.steps_per_batch = data.get("batch_size"), data.get("steps_per_batch", 1)
+        self.seeds = [m.view.seed for m in members]
+        self.batch_size, self.steps_per_batch = members[0].view.batch_size, members[0].view.steps_per_batch
         self.x = torch.stack([m.datamodule.x_train for m in members])
         self.y = torch.stack([m.datamodule.y_train for m in members])
-        self.every_n_epochs = every_n_epochs
+        self.every_n_epochs, self.keeps_best = every_n_epochs, keeps_best
         self.losses: list[torch.Tensor] = []
         self.diverged: dict[int, tuple[int, float]] = {}
         self.kept: dict[int, dict] = {}
@@ -207,7 +212,8 @@ class Population(pl.LightningModule):
         self.trainer.callback_metrics["train/loss"] = loss[self.active].mean() if self.active.any() else loss.mean()
         if self.every_n_epochs and (self.current_epoch + 1) % self.every_n_epochs == 0:
             self._snapshot = self.snapshot()  # the periodic checkpoint of a single run
-            self.keep_best(loss.cpu())
+            if self.keeps_best:
+                self.keep_best(loss.cpu())
 
     def keep_best(self, loss: torch.Tensor) -> None:
         """Each member's best.ckpt state, as a single run's Checkpoint (monitor train/loss,
@@ -262,13 +268,12 @@ def fit(members: list[Member], sweep_dir: Path, spare_core: bool = False) -> Out
     quiet_lightning()  # as a single run: no advertising tip
     fast_event_checksums()  # once: the members' writers, forked after the fit, inherit it
 
-    cfg = members[0].cfg
-    callbacks_cfg = cfg.callbacks or {}
-    callbacks = [instantiate(callbacks_cfg[k]) for k in ("graceful_stop", "progress_bar") if k in callbacks_cfg]
-    checkpoint = callbacks_cfg.get("model_checkpoint")
-    every = int(checkpoint.get("every_n_epochs") or 0) if checkpoint else 0
-    population = Population(members, every_n_epochs=every)
-    profiler = {} if cfg.trainer.get("profiler") else {"profiler": NoProfiler()}
+    cfg, view = members[0].cfg, members[0].view
+    # the callbacks that steer the fit; the population does the others' work (report.member)
+    callbacks = [instantiate(cfg.callbacks[k]) for k in ("graceful_stop", "progress_bar") if k in view.callbacks.names]
+    population = Population(members, every_n_epochs=view.callbacks.checkpoint_every,
+                            keeps_best=view.callbacks.keeps_best)
+    profiler = {} if view.profiler else {"profiler": NoProfiler()}
     trainer = instantiate(cfg.trainer, default_root_dir=str(sweep_dir), callbacks=callbacks, logger=False,
                           enable_checkpointing=False,
                           enable_progress_bar=any(isinstance(c, EpochProgressBar) for c in callbacks), **profiler)

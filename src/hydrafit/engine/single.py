@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
@@ -15,9 +16,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from hydrafit.compat.tensorboard import fast_event_checksums
 from hydrafit.config.errors import ConfigError
+from hydrafit.config.view import RunView
 from hydrafit.data import load_dataset
 from hydrafit.engine.startup import quiet_lightning
 from hydrafit.metrics import metric_names
+from hydrafit.models import Regressor
 from hydrafit.report.loggers import log_hyperparameters, logger_configs, purge_step
 from hydrafit.report.status import RunStopped, run_status
 from hydrafit.rundir.records import recorded_config
@@ -30,14 +33,13 @@ def plain(node) -> dict | None:
     return OmegaConf.to_container(node, resolve=True) if node else None
 
 
-def check_optimized_metric(cfg: DictConfig, datamodule) -> None:
+def check_optimized_metric(metric: str, datamodule) -> None:
     """Refuse, before training, an optimized_metric the run will never report: truth/rmse for
     data without a true function (dataset=csv), val/mse without a validation split."""
-
     reported = metric_names(datamodule) + ["train/loss"] + (["val/loss"] if len(datamodule.x_val) else [])
-    if cfg.optimized_metric not in reported:
-        hint = "; val/ metrics need dataset.val_fraction > 0" if cfg.optimized_metric.startswith("val/") else ""
-        raise ConfigError(f"optimized_metric: this run does not report '{cfg.optimized_metric}'; "
+    if metric not in reported:
+        hint = "; val/ metrics need dataset.val_fraction > 0" if metric.startswith("val/") else ""
+        raise ConfigError(f"optimized_metric: this run does not report '{metric}'; "
                           f"it reports {', '.join(reported)}{hint}")
 
 
@@ -46,15 +48,11 @@ def build_model(cfg: DictConfig, announce: bool = True):
     are the run's own. A single run builds them here (build), and so does each member of a
     population (hydrafit.engine.population), which is why a member's numbers are its single run's.
     `announce`: log each piece (a population's members say it in their own train.log)."""
-    import pytorch_lightning as pl
-
-    from hydrafit.models import Regressor  # torch and Lightning: imported when a run is built
-
-    say = log.info if announce else log.debug
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    say, view = log.info if announce else log.debug, RunView.of(cfg)
+    pl.seed_everything(view.seed, workers=True, verbose=False)
     say("Dataset    %s", cfg.dataset._target_)
-    datamodule = load_dataset(cfg.dataset, cfg.seed)
-    check_optimized_metric(cfg, datamodule)
+    datamodule = load_dataset(cfg.dataset, view.seed)
+    check_optimized_metric(view.optimized_metric, datamodule)
     say("Model      %s, optimizer %s", cfg.model._target_, cfg.optimizer._target_)
     module = Regressor(plain(cfg.model), plain(cfg.optimizer), plain(cfg.scheduler),
                        scaling=getattr(datamodule, "scaling", None))
@@ -72,10 +70,11 @@ def build(cfg: DictConfig, resume_step: int | None = None):
     callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values()]
     fast_event_checksums()
     loggers = [instantiate(c, **purge_step(c, resume_step)) for c in logger_configs(cfg.logger)]
-    log.info("Trainer    %s epochs, callbacks %s, loggers %s", cfg.trainer.max_epochs,
+    view = RunView.of(cfg)
+    log.info("Trainer    %s epochs, callbacks %s, loggers %s", view.max_epochs,
              [type(c).__name__ for c in callbacks], [type(lg).__name__ for lg in loggers])
     # Lightning's default profiler costs ~0.1 ms an epoch when off; see callbacks.NoProfiler
-    profiler = {} if cfg.trainer.get("profiler") else {"profiler": NoProfiler()}
+    profiler = {} if view.profiler else {"profiler": NoProfiler()}
     trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False,
         enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
@@ -87,16 +86,16 @@ def train(cfg: DictConfig, checkpoint: dict | None = None, ckpt_path=None):
     """Build the run from `cfg`, fit (continuing from `ckpt_path`, already loaded as `checkpoint`,
     when resuming), and return the Trainer, its module trained. Raises RunStopped if the loss
     diverged or a signal came."""
-
     quiet_lightning()
     datamodule, module, trainer = build(cfg, resume_step=checkpoint and checkpoint["global_step"])
+    lr_find = RunView.of(cfg).lr_find
     if checkpoint is None:
-        if cfg.get("lr_find"):
+        if lr_find:
             train_with_found_lr(cfg, module, datamodule, trainer)
         log_hyperparameters(trainer.loggers, cfg, metric_names(datamodule))
     else:
         log.info("Resuming   from %s (epoch %d)", ckpt_path, checkpoint["epoch"])
-        if cfg.get("lr_find"):  # the lr the finder chose, as the checkpoint records it
+        if lr_find:  # the lr the finder chose, as the checkpoint records it
             use_found_lr(cfg, module, trainer, checkpoint["hyper_parameters"]["optimizer"]["lr"])
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     status, message = run_status(trainer)

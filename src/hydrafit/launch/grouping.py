@@ -9,6 +9,7 @@ import math
 
 from omegaconf import DictConfig, OmegaConf
 
+from hydrafit.config.view import RunView
 from hydrafit.engine.memberwise import HYPERPARAMETERS, KINDS
 
 log = logging.getLogger(__name__)
@@ -36,16 +37,16 @@ def not_vectorized(cfg: DictConfig, idle: tuple = ()) -> str | None:
     extra = [k for k in cfg.optimizer if not k.startswith("_") and k not in HYPERPARAMETERS[kind]]
     if extra:
         return f"optimizer.{extra[0]} is not vectorised"
-    if cfg.get("scheduler"):
+    view = RunView.of(cfg)
+    if view.scheduler:
         return "a scheduler is not vectorised"
-    if cfg.dataset.get("standardize"):
+    if view.standardize:
         return "dataset.standardize=true (per-member scaling) is not vectorised"
-    trainer = cfg.trainer
-    if trainer.get("gradient_clip_val") or trainer.get("accumulate_grad_batches", 1) != 1:
+    if view.mixes_members:
         return "gradient clipping and accumulation mix members (global norms): not vectorised"
-    if "ddp" in str(trainer.get("strategy", "")) or trainer.get("devices", 1) not in (1, "1"):
+    if not view.one_device:
         return "a population trains on one device"
-    other = [k for k in (cfg.callbacks or {}) if k not in CALLBACKS + tuple(idle)]
+    other = [k for k in view.callbacks.names if k not in CALLBACKS + tuple(idle)]
     if other:
         return f"callbacks.{other[0]} is not vectorised"
     return None

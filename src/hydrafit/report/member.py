@@ -4,7 +4,6 @@ loggers.*), so that it holds what the member's single run would leave."""
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig
@@ -35,13 +34,12 @@ def write_member(member, outcome, k: int, image) -> float | None:
     """Member k's run directory, as a single run leaves it: train/loss of every epoch, the fit
     image and final metrics in the logger (HPARAMS), fit.png, metrics.json, checkpoints/last.ckpt.
     Raises RunStopped for a diverged or interrupted member, as a single run does."""
-    cfg, datamodule, net = member.cfg, member.datamodule, member.module.net
-    callbacks = cfg.callbacks or {}
+    cfg, datamodule, net, view = member.cfg, member.datamodule, member.module.net, member.view
     status, message, epochs = "completed", None, outcome.epochs
-    run_dir = Path(cfg.trainer.default_root_dir)
+    run_dir = view.run_dir
     if k in outcome.diverged:
         epochs, loss = outcome.diverged[k]
-        status, message = "diverged", diverged_message(loss, epochs, cfg.optimizer.get("lr"))
+        status, message = "diverged", diverged_message(loss, epochs, view.lr)
     elif outcome.interrupted:
         status, message = "interrupted", interrupted_message(outcome.interrupted, epochs, run_dir)
     step = epochs * outcome.steps_per_epoch
@@ -49,23 +47,23 @@ def write_member(member, outcome, k: int, image) -> float | None:
     log_hyperparameters(loggers, cfg, metric_names(datamodule))
     log_scalars(loggers, "train/loss", outcome.losses[:epochs, k].tolist(),
                 [(epoch + 1) * outcome.steps_per_epoch - 1 for epoch in range(epochs)])
-    if "fit_plot" in callbacks:
+    if view.callbacks.fit_image:
         png = image()  # fit_images
         log_fit_image(loggers, png, step)
         write_fit_png(run_dir, png)
     metrics = final_metrics(net, datamodule) if status != "diverged" else {}
-    if "metrics_file" in callbacks:
-        write_metrics(Path(callbacks.metrics_file.dirpath) / "metrics.json", loggers, step, metrics, epochs,
+    if view.callbacks.metrics_file:
+        write_metrics(view.callbacks.metrics_file, loggers, step, metrics, epochs,
                       outcome.seconds, status, message)
-    if "model_checkpoint" in callbacks:
-        save_checkpoint(member, outcome, k, Path(callbacks.model_checkpoint.dirpath))
+    if view.callbacks.checkpoints:
+        save_checkpoint(member, outcome, k, view.callbacks.checkpoints)
     if status == "completed":
         save_hparams(loggers)
     for logger in loggers:
         logger.finalize("success" if status == "completed" else "failed")
     if status != "completed":
         raise RunStopped(status, message)
-    value = metrics.get(cfg.optimized_metric)
+    value = metrics.get(view.optimized_metric)
     if value is not None:
-        log.info("%s = %.6g  (run dir: %s)", cfg.optimized_metric, value, run_dir)
+        log.info("%s = %.6g  (run dir: %s)", view.optimized_metric, value, run_dir)
     return value

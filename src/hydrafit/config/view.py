@@ -1,0 +1,90 @@
+"""The keys of a composed config that hydrafit's code reads by name, read here once into a typed,
+frozen view (RunView.of). Everything else in conf/ is an argument of the `_target_` it sits under
+(hydrafit.config.validate checks those), or a key other keys interpolate (mlp_shape.*).
+tests/test_config_view.py checks that every key in conf/ is one of the three, so that a renamed
+key in conf/ fails a test rather than changing what a run or a population does in silence.
+
+    view = RunView.of(cfg)           # cfg: a job config, without `hydra`
+    view.callbacks.checkpoint_every  # callbacks.model_checkpoint.every_n_epochs, 0 without it
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+# The keys RunView reads, as dotted paths: the one list of keys read by name outside `_target_`s.
+KEYS = (
+    "seed", "optimized_metric", "resume", "resume_sweep", "overwrite", "lr_find",
+    "dataset.batch_size", "dataset.steps_per_batch", "dataset.standardize",
+    "optimizer.lr", "scheduler",
+    "trainer.max_epochs", "trainer.default_root_dir", "trainer.profiler", "trainer.accelerator", "trainer.precision",
+    "trainer.deterministic", "trainer.gradient_clip_val", "trainer.accumulate_grad_batches",
+    "trainer.strategy", "trainer.devices",
+    "callbacks", "callbacks.metrics_file.dirpath", "callbacks.model_checkpoint.dirpath",
+    "callbacks.model_checkpoint.every_n_epochs", "callbacks.model_checkpoint.monitor",
+    "callbacks.model_checkpoint.save_top_k", "callbacks.fit_plot.n_images",
+    "callbacks.optuna_pruning.every_n_epochs", "logger",
+)
+
+
+@dataclass(frozen=True)
+class CallbacksView:
+    """What the `callbacks` group asks for, as hydrafit's own code needs it (a population does
+    the work of these callbacks for its members)."""
+
+    names: tuple[str, ...]          # the callbacks configured, by their key in the group
+    metrics_file: Path | None       # <dirpath>/metrics.json, None without callbacks.metrics_file
+    checkpoints: Path | None        # callbacks.model_checkpoint.dirpath
+    checkpoint_every: int           # callbacks.model_checkpoint.every_n_epochs (0: no periodic save)
+    keeps_best: bool                # a best.ckpt by the lowest train/loss (save_top_k >= 1)
+    fit_image: bool                 # callbacks.fit_plot: fit.png and the fit images
+
+    @classmethod
+    def of(cls, node: DictConfig | None) -> CallbacksView:
+        node = node or {}
+        checkpoint = node.get("model_checkpoint") or {}
+        return cls(
+            names=tuple(str(k) for k in node),
+            metrics_file=Path(node.metrics_file.dirpath) / "metrics.json" if "metrics_file" in node else None,
+            checkpoints=Path(checkpoint.dirpath) if checkpoint else None,
+            checkpoint_every=int(checkpoint.get("every_n_epochs") or 0),
+            keeps_best=bool(checkpoint) and (checkpoint.get("save_top_k") or 0) >= 1
+            and checkpoint.get("monitor") == "train/loss",
+            fit_image="fit_plot" in node)
+
+
+@dataclass(frozen=True)
+class RunView:
+    """A job config's keys that hydrafit reads by name (KEYS)."""
+
+    seed: int
+    optimized_metric: str
+    resume: str | None
+    lr_find: bool
+    max_epochs: int
+    run_dir: Path                   # trainer.default_root_dir: the run's directory
+    batch_size: int | None
+    steps_per_batch: int
+    standardize: bool
+    lr: float | None
+    scheduler: bool                 # a scheduler is configured
+    profiler: bool                  # trainer.profiler is set: Lightning's own, not NoProfiler
+    one_device: bool                # devices 1 and no DDP strategy
+    mixes_members: bool             # gradient clipping or accumulation (global norms)
+    callbacks: CallbacksView
+
+    @classmethod
+    def of(cls, cfg: DictConfig) -> RunView:
+        data, trainer = cfg.dataset, cfg.trainer
+        return cls(
+            seed=int(cfg.seed), optimized_metric=str(cfg.optimized_metric), resume=cfg.get("resume"),
+            lr_find=bool(cfg.get("lr_find")), max_epochs=int(trainer.max_epochs),
+            run_dir=Path(trainer.default_root_dir),
+            batch_size=data.get("batch_size"), steps_per_batch=int(data.get("steps_per_batch", 1)),
+            standardize=bool(data.get("standardize")), lr=cfg.optimizer.get("lr"),
+            scheduler=bool(cfg.get("scheduler")), profiler=bool(trainer.get("profiler")),
+            one_device="ddp" not in str(trainer.get("strategy", "")) and trainer.get("devices", 1) in (1, "1"),
+            mixes_members=bool(trainer.get("gradient_clip_val")) or trainer.get("accumulate_grad_batches", 1) != 1,
+            callbacks=CallbacksView.of(cfg.get("callbacks")))
