@@ -9,7 +9,7 @@ key in conf/ fails a test rather than changing what a run or a population does i
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -35,24 +35,32 @@ class CallbacksView:
     the work of these callbacks for its members)."""
 
     names: tuple[str, ...]          # the callbacks configured, by their key in the group
-    metrics_file: Path | None       # <dirpath>/metrics.json, None without callbacks.metrics_file
-    checkpoints: Path | None        # callbacks.model_checkpoint.dirpath
     checkpoint_every: int           # callbacks.model_checkpoint.every_n_epochs (0: no periodic save)
     keeps_best: bool                # a best.ckpt by the lowest train/loss (save_top_k >= 1)
     fit_image: bool                 # callbacks.fit_plot: fit.png and the fit images
+    # The paths are read when asked: they interpolate ${hydra:runtime.output_dir}, which resolves
+    # only while the job's Hydra config is the current one (a population fits before that).
+    node: DictConfig | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def metrics_file(self) -> Path | None:
+        """<callbacks.metrics_file.dirpath>/metrics.json, None without that callback."""
+        return Path(self.node.metrics_file.dirpath) / "metrics.json" if "metrics_file" in self.names else None
+
+    @property
+    def checkpoints(self) -> Path | None:
+        """callbacks.model_checkpoint.dirpath, None without that callback."""
+        return Path(self.node.model_checkpoint.dirpath) if "model_checkpoint" in self.names else None
 
     @classmethod
     def of(cls, node: DictConfig | None) -> CallbacksView:
-        node = node or {}
-        checkpoint = node.get("model_checkpoint") or {}
+        checkpoint = (node or {}).get("model_checkpoint") or {}
         return cls(
-            names=tuple(str(k) for k in node),
-            metrics_file=Path(node.metrics_file.dirpath) / "metrics.json" if "metrics_file" in node else None,
-            checkpoints=Path(checkpoint.dirpath) if checkpoint else None,
+            names=tuple(str(k) for k in node or {}), node=node,
             checkpoint_every=int(checkpoint.get("every_n_epochs") or 0),
             keeps_best=bool(checkpoint) and (checkpoint.get("save_top_k") or 0) >= 1
             and checkpoint.get("monitor") == "train/loss",
-            fit_image="fit_plot" in node)
+            fit_image="fit_plot" in (node or {}))
 
 
 @dataclass(frozen=True)
@@ -64,7 +72,6 @@ class RunView:
     resume: str | None
     lr_find: bool
     max_epochs: int
-    run_dir: Path                   # trainer.default_root_dir: the run's directory
     batch_size: int | None
     steps_per_batch: int
     standardize: bool
@@ -74,14 +81,19 @@ class RunView:
     one_device: bool                # devices 1 and no DDP strategy
     mixes_members: bool             # gradient clipping or accumulation (global norms)
     callbacks: CallbacksView
+    trainer: DictConfig = field(repr=False, compare=False)  # for run_dir, read when asked
+
+    @property
+    def run_dir(self) -> Path:
+        """trainer.default_root_dir: the run's directory (see CallbacksView.node)."""
+        return Path(self.trainer.default_root_dir)
 
     @classmethod
     def of(cls, cfg: DictConfig) -> RunView:
         data, trainer = cfg.dataset, cfg.trainer
         return cls(
             seed=int(cfg.seed), optimized_metric=str(cfg.optimized_metric), resume=cfg.get("resume"),
-            lr_find=bool(cfg.get("lr_find")), max_epochs=int(trainer.max_epochs),
-            run_dir=Path(trainer.default_root_dir),
+            lr_find=bool(cfg.get("lr_find")), max_epochs=int(trainer.max_epochs), trainer=trainer,
             batch_size=data.get("batch_size"), steps_per_batch=int(data.get("steps_per_batch", 1)),
             standardize=bool(data.get("standardize")), lr=cfg.optimizer.get("lr"),
             scheduler=bool(cfg.get("scheduler")), profiler=bool(trainer.get("profiler")),
