@@ -9,15 +9,19 @@ import logging
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar
 
 from hydrafit.compat.tensorboard import fast_event_checksums
 from hydrafit.config.errors import ConfigError
 from hydrafit.config.view import RunView
 from hydrafit.data import load_dataset
+from hydrafit.engine.callbacks import NoProfiler
+from hydrafit.engine.lr_finder import find_lr
 from hydrafit.engine.startup import quiet_lightning
 from hydrafit.metrics import metric_names
 from hydrafit.models import Regressor
@@ -62,10 +66,6 @@ def build_model(cfg: DictConfig, announce: bool = True):
 def build(cfg: DictConfig, resume_step: int | None = None):
     """Instantiate the run's pieces in a fixed order, announcing each: (datamodule, module, trainer).
     `resume_step`: TensorBoard drops events at or after it (a crashed run's tail that is redone)."""
-    from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar
-
-    from hydrafit.engine.callbacks import NoProfiler
-
     datamodule, module = build_model(cfg)
     callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values()]
     fast_event_checksums()
@@ -106,8 +106,6 @@ def train(cfg: DictConfig, checkpoint: dict | None = None, ckpt_path=None):
 
 def train_with_found_lr(cfg: DictConfig, module, datamodule, trainer) -> None:
     """lr_find=true: Lightning's learning-rate finder picks optimizer.lr (hydrafit.engine.lr_finder)."""
-    from hydrafit.engine.lr_finder import find_lr
-
     lr = find_lr(module, datamodule, cfg.trainer, Path(HydraConfig.get().runtime.output_dir))
     if lr is not None:
         log.info("Training   with lr=%g, lr_find's suggestion (the configured optimizer.lr=%g is not used)",
@@ -125,8 +123,6 @@ def use_found_lr(cfg: DictConfig, module, trainer, lr: float) -> None:
 def resumed_run(cfg: DictConfig):
     """(config, checkpoint, checkpoint path) of the run directory `cfg.resume`, checked before
     anything is written. Only trainer.max_epochs may change (to train longer)."""
-    import torch
-
 
     if HydraConfig.get().mode == RunMode.MULTIRUN:
         raise ConfigError("resume: continues one run; it cannot be combined with --multirun")
