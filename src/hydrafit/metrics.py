@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from hydrafit.rundir.files import final_metric_names
+
 
 @torch.no_grad()
 def predict(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -41,9 +43,3 @@ def metric_names(datamodule) -> list[str]:
     """The keys final_metrics will report for this datamodule, known before training."""
     return final_metric_names(len(datamodule.x_val) > 0, datamodule.baseline_degree is not None,
                               datamodule.truth is not None)
-
-
-def final_metric_names(has_val: bool, has_baseline: bool, has_truth: bool) -> list[str]:
-    """The final metrics a run reports (hydrafit.metrics.final_metrics), known before training."""
-    names = ["train/mse"] + ["truth/rmse"] * has_truth + ["val/mse"] * has_val
-    return names + ["baseline/truth_rmse"] * (has_baseline and has_truth)

@@ -56,20 +56,22 @@ def save_checkpoint(member, outcome, k: int, dirpath: Path) -> None:
     last = outcome.kept.get(k) if k in outcome.diverged else {
         "template": outcome.template, "params": {n: v[k] for n, v in outcome.params.items()},
         "optimizer": outcome.optimizer.member_state(k)}
+    states = {name: state for name, state in (("best", outcome.best.get(k)), ("last", last)) if state is not None}
+    if not states:
+        return
     dirpath.mkdir(parents=True, exist_ok=True)
-    for name, state in (("best", outcome.best.get(k)), ("last", last)):
-        if state is not None:
-            buffer = io.BytesIO()
-            torch.save(member_checkpoint(member, outcome.optimizer.settings[k], state), buffer)
-            write_atomic(dirpath / f"{name}.ckpt", buffer.getvalue())
-
-
-def member_checkpoint(member, settings: dict, state: dict) -> dict:
-    """The checkpoint dict of a member's `state` (template, params, optimizer state); `settings`:
-    its resolved optimizer config, as instantiate builds it."""
-    module = member.module  # its Regressor: the state_dict's keys, the hyperparameters, the optimizer
-    optimizer = get_class(settings["_target_"])(module.parameters(), **{
+    settings = outcome.optimizer.settings[k]  # its resolved optimizer config, as instantiate builds it
+    optimizer = get_class(settings["_target_"])(member.module.parameters(), **{
         name: value for name, value in settings.items() if not name.startswith("_")})
+    for name, state in states.items():
+        buffer = io.BytesIO()
+        torch.save(member_checkpoint(member.module, optimizer, state), buffer)
+        write_atomic(dirpath / f"{name}.ckpt", buffer.getvalue())
+
+
+def member_checkpoint(module, optimizer, state: dict) -> dict:
+    """The checkpoint dict of a member's `state` (template, params, optimizer state): its
+    Regressor's keys and hyperparameters, the state in `optimizer`'s (torch.optim's) format."""
     optimizer.load_state_dict({"state": state["optimizer"], "param_groups": optimizer.state_dict()["param_groups"]})
     return {**state["template"], "state_dict": {f"net.{n}": v.clone() for n, v in state["params"].items()},
             "optimizer_states": [optimizer.state_dict()], "hparams_name": "kwargs",

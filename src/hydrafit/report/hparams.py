@@ -18,7 +18,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from hydrafit.metrics import final_metric_names
+from hydrafit.rundir.files import final_metric_names
 
 log = logging.getLogger(__name__)
 

@@ -44,3 +44,9 @@ def read_metrics(path: Path) -> tuple[str, dict[str, float], str]:
     metrics = {k: v for k, v in data.items()
                if k not in NOT_METRICS and isinstance(v, (int, float)) and not isinstance(v, bool)}
     return str(data.get("status", "incomplete")), metrics, str(data.get("error", ""))
+
+
+def final_metric_names(has_val: bool, has_baseline: bool, has_truth: bool) -> list[str]:
+    """The final metrics a run reports (hydrafit.metrics.final_metrics), known before training."""
+    names = ["train/mse"] + ["truth/rmse"] * has_truth + ["val/mse"] * has_val
+    return names + ["baseline/truth_rmse"] * (has_baseline and has_truth)

@@ -18,10 +18,8 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from hydrafit.config.errors import ConfigError
-from hydrafit.plotting import png
 from hydrafit.report.hparams import write_sweep_experiment
 from hydrafit.rundir.files import FINISHED, write_atomic
-from hydrafit.sweeps.figure import sweep_figure
 from hydrafit.sweeps.records import Job, Plan, collect, forget_job, job_dirs, read_plan
 from hydrafit.sweeps.tables import (best_job, counts, label, metric_columns, summary_csv,
                                     summary_md, swept_keys)
@@ -60,6 +58,11 @@ def write_summary(sweep_dir: Path, figure: bool = True, reuse: bool = False) -> 
     write_atomic(sweep_dir / "summary.csv", summary_csv(jobs, plan, metrics))
     write_atomic(sweep_dir / "summary.md", summary_md(sweep_dir, jobs, plan, metrics, known))
     if figure:
+        # matplotlib (~0.4 s to import) when a figure is drawn: the Hydra callback that calls
+        # this is built at every start, before a vectorised sweep forks its composers
+        from hydrafit.plotting import png
+        from hydrafit.sweeps.figure import sweep_figure
+
         best = best_job(jobs, plan)
         write_atomic(sweep_dir / "sweep.png", png(sweep_figure(jobs, swept_keys(jobs, plan), plan.metric, best and best.num,
                                                            title=f"{sweep_dir.name}: {counts(jobs)}", maximize=plan.maximize)))

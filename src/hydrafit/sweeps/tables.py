@@ -15,8 +15,6 @@ import math
 import operator
 from pathlib import Path
 
-import numpy as np
-
 from hydrafit.sweeps.records import Job, Plan
 from hydrafit.sweeps.study import PICTURES
 
@@ -183,6 +181,8 @@ class SeedGroup:
 
 def mean_std(values) -> tuple[float, float, int] | None:
     """(mean, sample standard deviation, n) of `values` (floats), summed exactly (fsum) and in C."""
+    import numpy as np  # only once seeds are summarised (~0.1 s to import)
+
     n = len(values)
     if not n:
         return None
