@@ -1,8 +1,9 @@
 """hydra/sweeper=resumable, hydra/sweeper=optuna and hydra/launcher=vectorized, made known to Hydra.
 
-Hydra's plugin scan finds them in hydra_plugins/hydrafit_sweeper in a regular install; in an
-editable one setuptools' import hook hides src/hydra_plugins from pkgutil, so the entry points
-register them (Hydra's documented manual registration) before Hydra composes. The one place
+Hydra's plugin scan finds them in hydra_plugins/hydrafit_sweeper. The entry points also register
+them by hand (Hydra's documented manual registration) before Hydra composes, so that a command
+works where the scan cannot see src/hydra_plugins: an editable install through an import hook
+(setuptools' editable_mode=strict or a layout it cannot map with a plain path entry). The one place
 hydrafit imports the plugin modules (pyproject.toml's import contract names it). Importing them
 imports neither torch nor Optuna.
 """
