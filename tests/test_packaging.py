@@ -47,3 +47,17 @@ def test_build_prints_no_warning_and_twine_accepts_it(tmp_path):
     check = subprocess.run([sys.executable, "-m", "twine", "check", "--strict", *dists],
                            capture_output=True, text=True, timeout=120)
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_editable_build_prints_no_warning(tmp_path):
+    """What `pip install -e .` (make install) builds: setuptools' editable wheel, without a word
+    (a plain src/ layout is a path entry; conf/ is reached through src/hydrafit/conf)."""
+    code = f"import setuptools.build_meta as backend; print(backend.build_editable({str(tmp_path)!r}))"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    warned = re.findall(r"\w*Warning: .*", proc.stdout + proc.stderr)
+    assert not warned, warned[:5]
+    (wheel,) = tmp_path.glob("hydrafit-*.whl")
+    with zipfile.ZipFile(wheel) as archive:  # a path entry for src/, no import hook
+        assert any(n.endswith(".pth") for n in archive.namelist())
+        assert not any("finder" in n for n in archive.namelist()), archive.namelist()
