@@ -4,26 +4,33 @@ continue a sweep in its own directory.
     hydrafit-train -m optimizer.lr=0.003,0.01,0.03 model.hidden_dims=[8],[16]   # as BasicSweeper
     hydrafit-train -m resume_sweep=outputs/multiruns/<date>_<time>              # only what is left
     hydrafit-train -m resume_sweep=<an Optuna search's dir> hydra.sweeper.n_trials=40  # more trials
+    hydrafit-train -m resume_sweep=<sweep dir> hydra/launcher=basic             # another launcher
 
 Resuming rebuilds the job list from the sweep's multirun.yaml and launches only the jobs without a
-`completed` metrics.json, under their own job numbers (so into their own directories), with
-whatever launcher is configured now (e.g. hydra/launcher=joblib). Completed jobs are not touched.
+`completed` metrics.json, under their own job numbers (so into their own directories), with the
+launcher the sweep recorded (hydra.launcher, e.g. hydra/launcher=vectorized with its settings),
+unless this command names one (hydra/launcher=...). Completed jobs are not touched.
 A search of hydra/sweeper=optuna (hparams_search=optuna) is handed to that sweeper, built from the
 search's record with its n_trials replaced by this command's hydra.sweeper.n_trials, if given.
-hydrafit.sweeps.summary.check_resume has refused a resume_sweep= that cannot work before this runs.
+hydrafit.sweeps.summary.check_resume has refused a resume_sweep= that cannot work (a recorded
+launcher whose plugin is not installed included) before this runs.
 """
 # No `from __future__ import annotations`: Hydra's ConfigStore reads the Conf dataclass's
 # annotations as types.
+import copy
 import logging
 import time
 from itertools import groupby
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.plugins import Plugins
+from hydra.plugins.launcher import Launcher
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from hydrafit.compat.hydra import BasicSweeper
 from hydrafit.rundir.files import read_metrics
@@ -32,10 +39,45 @@ from hydrafit.sweeps.records import job_dirs
 
 log = logging.getLogger(__name__)
 
+LAUNCHER = "hydra/launcher"
+
 
 def consecutive_runs(numbers: List[int]) -> List[List[int]]:
     """[1, 2, 5] -> [[1, 2], [5]]: a launcher numbers the jobs of one launch consecutively."""
     return [[n for _, n in run] for _, run in groupby(enumerate(numbers), lambda p: p[1] - p[0])]
+
+
+def hydra_overrides(config: DictConfig) -> list:
+    """The Hydra overrides (hydra/launcher=..., hydra.sweep.dir=...) of the command `config` records, parsed."""
+    return OverridesParser.create().parse_overrides([str(o) for o in config.hydra.overrides.hydra])
+
+
+def launcher_choice(config: DictConfig) -> str:
+    return str(config.hydra.runtime.choices.get(LAUNCHER))
+
+
+def resume_launcher(config: DictConfig, recorded: DictConfig) -> Tuple[DictConfig, str]:
+    """The config a resume of the sweep `recorded` (its multirun.yaml) launches its jobs with, and
+    a line saying which launcher that is and why: this command's (`config`) if it names one
+    (hydra/launcher=...), else the one the sweep ran with, so that a vectorised sweep resumes
+    vectorised. The recorded launcher's own overrides are added to the command's, as each job is
+    composed from those: its .hydra/ record then names the launcher that ran it."""
+    launch = copy.deepcopy(config)  # the sweep's own config stays as Hydra's callbacks see it
+    if any(o.key_or_group == LAUNCHER for o in hydra_overrides(config)):
+        return launch, f"{LAUNCHER}={launcher_choice(config)}, named on the command line"
+    own = [o.input_line for o in hydra_overrides(recorded)
+           if o.key_or_group == LAUNCHER or o.key_or_group.startswith("hydra.launcher.")]
+    with read_write(launch.hydra), open_dict(launch.hydra):
+        launch.hydra.launcher = recorded.hydra.launcher
+        launch.hydra.runtime.choices[LAUNCHER] = launcher_choice(recorded)
+        launch.hydra.overrides.hydra = [*own, *launch.hydra.overrides.hydra]
+    return launch, f"{LAUNCHER}={launcher_choice(recorded)}, the launcher the sweep ran with"
+
+
+def installed(launcher: DictConfig) -> bool:
+    """Whether Hydra's plugin scan found the launcher class the node `launcher` names."""
+    found = {f"{c.__module__}.{c.__name__}" for c in Plugins.instance().discover(Launcher)}
+    return str(launcher.get("_target_")) in found
 
 
 class ResumableSweeper(Sweeper):
@@ -64,10 +106,14 @@ class ResumableSweeper(Sweeper):
             return self.grid.sweep(arguments)
         sweep_dir = Path(str(self.grid.config.hydra.sweep.dir))
         original = OmegaConf.load(sweep_dir / "multirun.yaml")
+        config, why = resume_launcher(self.grid.config, original)
+        log.info("Resuming %s with %s", sweep_dir, why)
         stamp = time.strftime("%Y-%m-%d_%H-%M-%S")  # this invocation's record, next to the original
-        OmegaConf.save(self.grid.config, sweep_dir / f"multirun.resume_{stamp}.yaml")
+        OmegaConf.save(config, sweep_dir / f"multirun.resume_{stamp}.yaml")
         if str(original.hydra.sweeper._target_).endswith(".OptunaSweeper"):
-            return self._search(original, sweep_dir)
+            return self._search(original, sweep_dir, config)
+        launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=self.grid.hydra_context, task_function=self.task_function, config=config)
         jobs = self._grid(original.hydra.overrides.task, original.hydra.sweeper.get("params"))
         done = {n for n, d in job_dirs(sweep_dir).items()
                 if read_metrics(d / "metrics.json")[0] == "completed"}
@@ -78,16 +124,17 @@ class ResumableSweeper(Sweeper):
         for block in consecutive_runs(todo):
             self._set_aside(sweep_dir, block)
             batch = [[*jobs[n], f"hydra.sweep.dir={resume}"] for n in block]
-            self.grid.validate_batch_is_legal(batch)
-            returns.append(self.grid.launcher.launch(batch, initial_job_idx=block[0]))
+            if not getattr(launcher, "composes_jobs_first", False):  # see setup
+                Sweeper.validate_batch_is_legal(self.grid, batch)
+            returns.append(launcher.launch(batch, initial_job_idx=block[0]))
         for results in returns:
             for result in results:
                 _ = result.return_value  # raise the first failure, as BasicSweeper does
         return returns
 
-    def _search(self, original: DictConfig, sweep_dir: Path) -> Any:
+    def _search(self, original: DictConfig, sweep_dir: Path, config: DictConfig) -> Any:
         """Continue the Optuna search recorded in `original` (its multirun.yaml) with its own
-        sweeper settings and overrides, and the launcher configured now."""
+        sweeper settings and overrides, launched as `config` (resume_launcher) says."""
 
         settings = OmegaConf.to_container(original.hydra.sweeper, resolve=False)
         settings["sampler"] = OmegaConf.to_container(original.hydra.sweeper.sampler, resolve=True)
@@ -95,8 +142,12 @@ class ResumableSweeper(Sweeper):
             settings["n_trials"] = self.n_trials
         search = instantiate(settings, _convert_="all")
         search.resume_from = sweep_dir
+        with read_write(config.hydra), open_dict(config.hydra):
+            # the search's launcher reads its sweeper (hydra/launcher=vectorized: whether the
+            # jobs' pruning callback does anything, which keeps them out of populations)
+            config.hydra.sweeper = settings
         search.setup(hydra_context=self.grid.hydra_context, task_function=self.task_function,
-                     config=self.grid.config)
+                     config=config)
         return search.sweep([str(o) for o in original.hydra.overrides.task])
 
     def _grid(self, task_overrides, params) -> List[List[str]]:

@@ -21,6 +21,7 @@ from hydrafit.config.errors import ConfigError
 from hydrafit.report.hparams import write_sweep_experiment
 from hydrafit.rundir.files import FINISHED, write_atomic
 from hydrafit.sweeps.records import Job, Plan, collect, forget_job, job_dirs, read_plan
+from hydrafit.sweeps.resumable import installed, launcher_choice, resume_launcher
 from hydrafit.sweeps.tables import (best_job, counts, label, metric_columns, summary_csv,
                                     summary_md, swept_keys)
 
@@ -116,11 +117,24 @@ def check_resume(config: DictConfig) -> None:
              "a resumed grid runs its own jobs")
     if Path(str(config.hydra.sweep.dir)).resolve() != sweep_dir.resolve():
         raise ConfigError(f"resume_sweep: resumes into '{resume}'; drop hydra.sweep.dir={config.hydra.sweep.dir}")
-    original = [str(o) for o in OmegaConf.load(sweep_dir / "multirun.yaml").hydra.overrides.task]
+    recorded = OmegaConf.load(sweep_dir / "multirun.yaml")
+    original = [str(o) for o in recorded.hydra.overrides.task]
     given = [str(o) for o in config.hydra.overrides.task if not str(o).startswith("resume_sweep=")]
     if given and sorted(given) != sorted(original):
         raise ConfigError(f"resume_sweep: a resumed sweep runs its own overrides ({' '.join(original) or 'none'}); "
              f"give none or exactly those, got {' '.join(given)}")
+    check_launcher(config, recorded, resume)
+
+
+def check_launcher(config: DictConfig, recorded: DictConfig, resume) -> None:
+    """Raise ConfigError if the launcher the resume would use (resume_launcher) is not installed:
+    a sweep started with hydra/launcher=joblib, resumed where the sweeps extra is missing."""
+    launcher = resume_launcher(config, recorded)[0].hydra.launcher
+    if not installed(launcher):
+        raise ConfigError(f"hydra/launcher: the sweep ran with hydra/launcher={launcher_choice(recorded)}, whose "
+                          f"plugin {launcher._target_} is not installed; install it (joblib's and submitit's come "
+                          f"with hydrafit[sweeps]) or name a launcher: hydrafit-train -m resume_sweep={resume} "
+                          f"hydra/launcher=basic")
 
 
 def write_tensorboard_experiment(sweep_dir: Path, config: DictConfig) -> None:
