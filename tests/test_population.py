@@ -323,21 +323,20 @@ def test_eval_and_resume_read_a_vectorized_job_as_a_basic_one(grid):
 
 @pytest.fixture(scope="module")
 def mixed(tmp_path_factory):
-    """The README's SGD grid over two widths: two populations, each with a diverging member, and
-    an invalid lr; then the healthy jobs without the diverging ones (populations of one: ordinary runs)."""
+    """The README's SGD grid over two widths: one population of both widths with two diverging
+    members, and an invalid lr; then the healthy jobs alone (the basic launcher)."""
     cwd = tmp_path_factory.mktemp("mixed")
     proc = run_cli(*readme("model.hidden_dims=[8],[16]"), *SHORT, f"hydra.sweep.dir={cwd / 'vec'}",
                    cwd=cwd, check=False)
-    alone = run_cli("-m", "hydra/launcher=vectorized", "optimizer=sgd", "optimizer.lr=0.01",
+    alone = run_cli("-m", "optimizer=sgd", "optimizer.lr=0.01",
                     "model.hidden_dims=[8],[16]", *SHORT, f"hydra.sweep.dir={cwd / 'alone'}", cwd=cwd)
     return cwd, proc, alone
 
 
-def test_widths_split_populations_and_one_diverging_member_leaves_the_others_alone(mixed):
+def test_widths_share_a_population_and_diverging_members_leave_the_others_alone(mixed):
     cwd, proc, alone = mixed
     assert proc.returncode == 1, proc.stderr[-3000:]
-    assert "vectorized: 6 jobs -> 2 populations of 2, 2 (split by model.hidden_dims)" in proc.stdout + proc.stderr
-    assert "vectorized: 2 jobs -> 2 populations of 1, 1 (split by model.hidden_dims)" in alone.stdout + alone.stderr
+    assert "vectorized: 6 jobs -> 1 population of 4" in proc.stdout + proc.stderr
     statuses = {(r["optimizer.lr"], r["model.hidden_dims"]): r["status"] for r in rows(cwd / "vec")}
     assert statuses == {("0.01", "[8]"): "completed", ("0.01", "[16]"): "completed",
                         ("100", "[8]"): "diverged", ("100", "[16]"): "diverged",

@@ -20,7 +20,8 @@ KEYS = (
     "dataset.batch_size", "dataset.steps_per_batch", "dataset.standardize",
     "optimizer.lr", "scheduler",
     "trainer.max_epochs", "trainer.default_root_dir", "trainer.profiler", "trainer.accelerator", "trainer.precision",
-    "trainer.deterministic", "trainer.gradient_clip_val", "trainer.accumulate_grad_batches",
+    "trainer.deterministic", "trainer.gradient_clip_val", "trainer.gradient_clip_algorithm",
+    "trainer.accumulate_grad_batches",
     "trainer.strategy", "trainer.devices",
     "callbacks", "callbacks.metrics_file.dirpath", "callbacks.model_checkpoint.dirpath",
     "callbacks.model_checkpoint.every_n_epochs", "callbacks.model_checkpoint.monitor",
@@ -79,7 +80,9 @@ class RunView:
     scheduler: bool                 # a scheduler is configured
     profiler: bool                  # trainer.profiler is set: Lightning's own, not NoProfiler
     one_device: bool                # devices 1 and no DDP strategy
-    mixes_members: bool             # gradient clipping or accumulation (global norms)
+    accumulates: bool               # trainer.accumulate_grad_batches != 1
+    gradient_clip_val: float | None  # trainer.gradient_clip_val (None or 0: no clipping)
+    gradient_clip_algorithm: str    # trainer.gradient_clip_algorithm, Lightning's default "norm"
     callbacks: CallbacksView
     trainer: DictConfig = field(repr=False, compare=False)  # for run_dir, read when asked
 
@@ -98,5 +101,7 @@ class RunView:
             standardize=bool(data.get("standardize")), lr=cfg.optimizer.get("lr"),
             scheduler=bool(cfg.get("scheduler")), profiler=bool(trainer.get("profiler")),
             one_device="ddp" not in str(trainer.get("strategy", "")) and trainer.get("devices", 1) in (1, "1"),
-            mixes_members=bool(trainer.get("gradient_clip_val")) or trainer.get("accumulate_grad_batches", 1) != 1,
+            accumulates=trainer.get("accumulate_grad_batches", 1) != 1,
+            gradient_clip_val=float(trainer.get("gradient_clip_val") or 0) or None,
+            gradient_clip_algorithm=str(trainer.get("gradient_clip_algorithm") or "norm"),
             callbacks=CallbacksView.of(cfg.get("callbacks")))

@@ -17,6 +17,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from hydrafit.report.checkpoint import stepped
+
 KINDS = {"torch.optim.Adam": "adam", "torch.optim.AdamW": "adamw", "torch.optim.SGD": "sgd"}
 # Hyperparameters each kind takes per member; any other optimizer key keeps a job out of populations.
 HYPERPARAMETERS = {
@@ -45,13 +47,23 @@ class Memberwise(torch.optim.Optimizer):
             h["beta1"] = np.array([float(s["betas"][0]) for s in full])
             h["beta2"] = np.array([float(s["betas"][1]) for s in full])
             h["1-beta1"], h["1-beta2"] = 1 - h["beta1"], 1 - h["beta2"]
-            h["decoupled"] = 1 - h["lr"] * h["weight_decay"]  # AdamW's param.mul_(1 - lr * weight_decay)
         else:
-            h["1-dampening"], h["-lr"] = 1 - h["dampening"], -h["lr"]
+            h["1-dampening"] = 1 - h["dampening"]
         self.active = active
         self.frozen = False  # True once some member is frozen: only then is the where() needed
         self.steps = 0
         self.constants: dict = {}  # _constant's tensors
+        self.set_lr(h["lr"])
+
+    def set_lr(self, lr: np.ndarray) -> None:
+        """Each member's lr from now on (its scheduler's value for the epoch: lr_table)."""
+        h = self.h
+        if "-lr" in h and np.array_equal(lr, h["lr"]):
+            return
+        h["lr"], h["-lr"] = lr, -lr
+        if self.kind != "sgd":
+            h["decoupled"] = 1 - lr * h["weight_decay"]  # AdamW's param.mul_(1 - lr * weight_decay)
+        self.constants = {key: t for key, t in self.constants.items() if key[0] not in ("-lr", "decoupled")}
 
     def _member(self, values: np.ndarray, like: torch.Tensor) -> torch.Tensor:
         """Per-member float64 numbers as a tensor of `like`'s dtype, shaped to broadcast over it."""
@@ -146,3 +158,49 @@ def fma(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     """a * b + c rounded once, as torch's CPU kernels compute `add(alpha=)` and `addcmul`
     (a fused multiply-add): in float64, where the product of two float32 numbers is exact."""
     return torch.addcmul(c.double(), a.double(), b.double()).to(c.dtype)
+
+
+def lr_table(modules: list, epochs: list[int]) -> np.ndarray | None:
+    """[max epochs, members]: the lr each member trains each epoch with, as its single run's
+    scheduler sets it (its Regressor's configure_optimizers, stepped once an epoch as the
+    Regressor steps it); None without schedulers. Members with the same optimizer and scheduler
+    settings share one computation (~15 us a step of a torch scheduler)."""
+    if not any(m.hparams.scheduler for m in modules):
+        return None
+    table, done = np.empty((max(epochs), len(modules))), {}
+    for k, (module, n) in enumerate(zip(modules, epochs)):
+        key = repr((module.hparams.optimizer, module.hparams.scheduler, n))
+        if key not in done:
+            done[key] = scheduled_lrs(module, n)
+        table[:n, k] = done[key]
+        table[n:, k] = done[key][-1]  # the member has finished: its lr no longer matters
+    return table
+
+
+def scheduled_lrs(module, epochs: int) -> list[float]:
+    """The lr of each of `epochs` epochs under the module's optimizer and scheduler."""
+    optimizer, scheduler = stepped(module, 0)
+    lrs = []
+    for _ in range(epochs):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        if scheduler is not None:
+            optimizer.step()  # no gradients: changes nothing, and torch's scheduler expects it
+            scheduler.step()
+    return lrs
+
+
+def clip_gradients(params: list[torch.Tensor], clip: torch.Tensor, algorithm: str) -> None:
+    """Lightning's gradient clipping (torch.nn.utils.clip_grad_norm_ / clip_grad_value_), each
+    member by its own trainer.gradient_clip_val (`clip`: [members], inf where none) over its own
+    gradients: a member's norm is the 2-norm of its slices of every parameter's gradient."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if algorithm == "value":
+        for g in grads:
+            bound = clip.view(-1, *[1] * (g.dim() - 1))
+            torch.maximum(torch.minimum(g, bound), -bound, out=g)
+        return
+    norms = torch.stack([torch.linalg.vector_norm(g.flatten(1), 2, dim=1) for g in grads])
+    total = torch.linalg.vector_norm(norms, 2, dim=0)
+    coef = torch.clamp(clip / (total + 1e-6), max=1.0)
+    for g in grads:
+        g.mul_(coef.view(-1, *[1] * (g.dim() - 1)))

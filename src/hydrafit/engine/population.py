@@ -4,20 +4,19 @@ trained as one stacked model in one Lightning fit (hydra/launcher=vectorized).
     hydrafit-train -m hydra/launcher=vectorized optimizer.lr=0.001,0.003,0.01,0.03 seed=range(1,31)
 
 Each member is built exactly as its single run builds it (hydrafit.engine.single.build_model: the
-same seed, data noise, initial weights and shuffling); the members' parameters are then stacked
-along a leading member dimension (torch.func.stack_module_state) and trained together through
-vmap(functional_call), each with its own loss, optimizer state and hyperparameters
-(hydrafit.engine.memberwise). Why: a small net's step costs little next to Lightning's per-epoch
+same seed, data noise, scaling, initial weights and shuffling); the members' parameters are then
+stacked along a leading member dimension (hydrafit.engine.stacked, padded where widths differ)
+and trained together through vmap, each with its own loss, optimizer state, hyperparameters,
+learning-rate schedule, gradient clipping and number of epochs (hydrafit.engine.memberwise). Why: a small net's step costs little next to Lightning's per-epoch
 work (~1-2 ms an epoch), which a population pays once for all its members. fit returns an
 Outcome; hydrafit.report.member writes each member's run directory from it.
 """
 from __future__ import annotations
 
-import copy
+import functools
 import itertools
 import math
 import time
-import functools
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -27,14 +26,15 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
-from torch.func import functional_call, stack_module_state, vmap
+from torch.func import vmap
 
 from hydrafit.compat.lightning import fit_state
 from hydrafit.compat.tensorboard import fast_event_checksums
 from hydrafit.config.view import RunView
 from hydrafit.data import epoch_order
 from hydrafit.engine.callbacks import EpochProgressBar, GracefulStop, NoProfiler
-from hydrafit.engine.memberwise import KINDS, Memberwise
+from hydrafit.engine.memberwise import KINDS, Memberwise, clip_gradients, lr_table
+from hydrafit.engine.stacked import StackedNets, core, pad_stack, unpad
 from hydrafit.engine.startup import quiet_lightning
 from hydrafit.models import set_attribute
 
@@ -112,74 +112,94 @@ class PopulationBatches:
 
 @dataclass
 class Outcome:
-    """What a population's fit leaves for its members' run directories."""
+    """What a population's fit leaves for its members' run directories. A member's state is
+    {"template": Lightning's checkpoint of the fit, "params": its own tensors (its own shape),
+    "optimizer": its torch.optim state}: what its checkpoint is made of."""
 
-    params: dict            # name -> [members, ...] final parameters and buffers, on the CPU
+    final: dict             # member -> its state when it stopped training (the fit's end, or its own)
     losses: torch.Tensor    # [epochs, members] train/loss of each epoch
+    val_losses: torch.Tensor | None  # [epochs, members] val/loss, None without a validation split
     diverged: dict          # member -> (epoch, loss) where its loss stopped being finite
+    finished: dict          # member -> the epoch it finished at, before the fit's end (trainer.max_epochs)
     kept: dict              # diverged member -> its last finite checkpoint (or absent)
     best: dict              # member -> its state at the periodic save of lowest train/loss (best.ckpt)
-    template: dict          # Lightning's checkpoint of the fit's end, minus model and optimizer
-    optimizer: Memberwise
     epochs: int
     steps_per_epoch: int
     seconds: float
     interrupted: str | None = None  # the signal that stopped the fit
 
     def epochs_of(self, k: int) -> int:
-        """The epochs member k trained: up to where it diverged, or all of the fit's."""
-        return self.diverged[k][0] if k in self.diverged else self.epochs
+        """The epochs member k trained: up to where it diverged or finished, or all of the fit's."""
+        return self.diverged[k][0] if k in self.diverged else self.finished.get(k, self.epochs)
 
 
 class Population(pl.LightningModule):
-    """The members' nets stacked into one LightningModule. Each step evaluates every member on
-    its own mini-batch (vmap over functional_call), sums the members' MSEs for one backward
-    (members share no parameter, so each gets its own gradient) and keeps each member's loss
-    for its train/loss. A member whose epoch loss is not finite is frozen (memberwise.Memberwise)
-    and its last periodic state kept, as StopOnDivergence and the checkpoints do in a single run."""
+    """The members' nets stacked into one LightningModule (engine.stacked). Each step evaluates
+    every member on its own mini-batch (vmap), sums the members' losses for one backward
+    (members share no parameter, so each gets its own gradient, clipped by its own
+    trainer.gradient_clip_val) and keeps each member's loss for its train/loss; after each
+    epoch, each member's val/loss on its own validation rows. A member whose epoch loss is not
+    finite is frozen (memberwise.Memberwise) and its last periodic state kept, as
+    StopOnDivergence and the checkpoints do in a single run; a member that reaches its own
+    trainer.max_epochs is frozen with its final state kept."""
 
     automatic_optimization = False
 
     def __init__(self, members: list[Member], every_n_epochs: int = 0, keeps_best: bool = True):
         super().__init__()
-        nets = [m.module.net for m in members]
-        params, buffers = stack_module_state(nets)
-        self.names, self.buffer_names = list(params), list(buffers)
-        self.stacked = nn.ParameterList(params.values())
-        for i, b in enumerate(buffers.values()):
-            self.register_buffer(f"stacked_buffer_{i}", b)
+        self.stack = StackedNets([core(m.module) for m in members], [m.module.hparams.scaling for m in members])
+        nets = self.stack.nets
+        self.names = [n for n, _ in nets[0].named_parameters()]
+        self.buffer_names = [n for n, _ in nets[0].named_buffers()]
+        self.stacked = nn.ParameterList(
+            nn.Parameter(pad_stack([dict(net.named_parameters())[n].detach() for net in nets])) for n in self.names)
+        for i, name in enumerate(self.buffer_names):
+            self.register_buffer(f"stacked_buffer_{i}", pad_stack([dict(net.named_buffers())[name] for net in nets]))
         self.register_buffer("active", torch.ones(len(members), dtype=torch.bool), persistent=False)
-        object.__setattr__(self, "base", copy.deepcopy(nets[0]).to("meta"))  # not a submodule
         self.settings = [OmegaConf.to_container(m.cfg.optimizer, resolve=True) for m in members]
         self.kind = KINDS[self.settings[0]["_target_"]]
-        self.seeds = [m.view.seed for m in members]
-        self.batch_size, self.steps_per_batch = members[0].view.batch_size, members[0].view.steps_per_batch
-        self.x = torch.stack([m.datamodule.x_train for m in members])
-        self.y = torch.stack([m.datamodule.y_train for m in members])
+        views = [m.view for m in members]
+        self.seeds = [v.seed for v in views]
+        self.max_epochs = torch.tensor([v.max_epochs for v in views])
+        self.lrs = lr_table([m.module for m in members], self.max_epochs.tolist())
+        self.clip = torch.tensor([v.gradient_clip_val or math.inf for v in views])
+        self.clip_algorithm = views[0].gradient_clip_algorithm if any(v.gradient_clip_val for v in views) else None
+        self.batch_size, self.steps_per_batch = views[0].batch_size, views[0].steps_per_batch
+        self.data = {name: torch.stack([getattr(m.datamodule, name) for m in members])
+                     for name in ("x_train", "y_train", "x_val", "y_val")}
+        self.extra = self.stack.extras()
         self.every_n_epochs, self.keeps_best = every_n_epochs, keeps_best
         self.losses: list[torch.Tensor] = []
+        self.val_losses: list[torch.Tensor] = []
         self.diverged: dict[int, tuple[int, float]] = {}
+        self.finished: dict[int, int] = {}
+        self.final: dict[int, dict] = {}
         self.kept: dict[int, dict] = {}
         self.best: dict[int, dict] = {}
         self.best_loss = torch.full((len(members),), math.inf)
         self._snapshot: dict | None = None
-        self.template: dict = {}
 
     __setattr__ = set_attribute
 
-    def member_losses(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Each member's MSE on its own batch: [members]."""
-        params = dict(zip(self.names, self.stacked))
-        buffers = dict(zip(self.buffer_names, (getattr(self, f"stacked_buffer_{i}") for i in range(len(self.buffer_names)))))
+    def member_losses(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each member's (loss to minimise, MSE) on its own batch: [members] each."""
+        return vmap(self.stack.losses)(self.params(), self.buffers_(), self.extra_, x, y)
 
-        def loss(p, b, x, y):
-            return nn.functional.mse_loss(functional_call(self.base, (p, b), (x,)), y)
-        return vmap(loss)(params, buffers, x, y)
+    def params(self) -> dict:
+        return dict(zip(self.names, self.stacked))
+
+    def buffers_(self) -> dict:
+        return {n: getattr(self, f"stacked_buffer_{i}") for i, n in enumerate(self.buffer_names)}
 
     def train_dataloader(self) -> PopulationBatches:
+        """The members' data and own tensors on the training device, in the precision's dtype."""
         device = self.trainer.strategy.root_device
-        x, y = self.trainer.precision_plugin.convert_input((self.x.to(device), self.y.to(device)))
-        return PopulationBatches(x, y, self.batch_size, self.seeds, self.steps_per_batch)
+        data = {k: self.trainer.precision_plugin.convert_input(v.to(device)) for k, v in self.data.items()}
+        dtype = data["x_train"].dtype
+        self.extra_ = {k: v.to(device, dtype if v.is_floating_point() else v.dtype) for k, v in self.extra.items()}
+        self.val = (data["x_val"], data["y_val"]) if data["x_val"].shape[1] else None
+        self.clip = self.clip.to(device, dtype)
+        return PopulationBatches(data["x_train"], data["y_train"], self.batch_size, self.seeds, self.steps_per_batch)
 
     def configure_optimizers(self):
         return Memberwise(self.stacked, self.kind, self.settings, active=self.active)
@@ -192,36 +212,56 @@ class Population(pl.LightningModule):
 
     def backward_loss(self, optimizer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         optimizer.zero_grad()
-        losses = self.member_losses(x, y)
-        self._loss_sum = self._loss_sum + losses.detach() * x.shape[1]
+        losses, mse = self.member_losses(x, y)
+        self._loss_sum = self._loss_sum + mse.detach() * x.shape[1]
         self._loss_count += x.shape[1]
         self.manual_backward(losses.sum())
+        if self.clip_algorithm is not None:
+            clip_gradients(list(self.stacked), self.clip, self.clip_algorithm)
         return losses.sum()
 
     def on_train_epoch_start(self) -> None:
         self._loss_sum, self._loss_count = 0.0, 0
+        if self.lrs is not None:
+            self.optimizers().optimizer.set_lr(self.lrs[self.current_epoch])
 
     def on_train_epoch_end(self) -> None:
         if not self._loss_count:
             return
         loss = self._loss_sum / self._loss_count
         self.losses.append(loss)
+        if self.val is not None:
+            with torch.no_grad():
+                self.val_losses.append(vmap(self.stack.losses)(self.params(), self.buffers_(), self.extra_, *self.val)[1])
         bad = ~torch.isfinite(loss) & self.active
         if bad.any():  # one device sync an epoch, as StopOnDivergence's float() in a single run
             self.freeze(bad, loss)
         self.trainer.callback_metrics["train/loss"] = loss[self.active].mean() if self.active.any() else loss.mean()
-        if self.every_n_epochs and (self.current_epoch + 1) % self.every_n_epochs == 0:
+        periodic = self.every_n_epochs and (self.current_epoch + 1) % self.every_n_epochs == 0
+        if periodic:
             self._snapshot = self.snapshot()  # the periodic checkpoint of a single run
             if self.keeps_best:
                 self.keep_best(loss.cpu())
+        self.finish((self.max_epochs == self.current_epoch + 1) & self.active.cpu())
+
+    def finish(self, done: torch.Tensor) -> None:
+        """Members that reached their own trainer.max_epochs before the fit's end stop updating,
+        their state kept as a single run's is when it ends."""
+        members = done.nonzero().flatten().tolist()
+        if not members or self.current_epoch + 1 == self.trainer.max_epochs:
+            return
+        snapshot = self.snapshot()
+        for k in members:
+            self.finished[k], self.final[k] = self.current_epoch + 1, self.member_state(snapshot, k)
+        self.active &= ~done.to(self.active.device)
+        self.optimizers().optimizer.frozen = True
 
     def keep_best(self, loss: torch.Tensor) -> None:
         """Each member's best.ckpt state, as a single run's Checkpoint (monitor train/loss,
         save_top_k 1) keeps it: the periodic save whose epoch loss is the lowest so far."""
         better = (loss < self.best_loss) & self.active.cpu()
         for k in better.nonzero().flatten().tolist():
-            state = self.member_state(self._snapshot, k)
-            self.best[k] = state | {"params": {n: v.clone() for n, v in state["params"].items()}}
+            self.best[k] = self.member_state(self._snapshot, k)
         self.best_loss = torch.where(better, loss, self.best_loss)
 
     def freeze(self, bad: torch.Tensor, loss: torch.Tensor) -> None:
@@ -242,13 +282,16 @@ class Population(pl.LightningModule):
                 "optimizer": {k: optimizer.member_state(k) for k in range(len(self.seeds))}}
 
     def member_state(self, snapshot: dict, k: int) -> dict:
-        return {"template": snapshot["template"], "params": {n: v[k] for n, v in snapshot["params"].items()},
-                "optimizer": snapshot["optimizer"][k]}
+        """Member k's part of a snapshot, in its own shapes (engine.stacked.unpad)."""
+        shapes = self.stack.shapes[k]
+        names = self.names  # torch.optim numbers a net's parameters in this order
+        optimizer = {i: {key: t if key == "step" else unpad(t, shapes[names[i]]) for key, t in state.items()}
+                     for i, state in snapshot["optimizer"][k].items()}
+        return {"template": snapshot["template"], "optimizer": optimizer,
+                "params": {n: unpad(v[k], shapes[n]) for n, v in snapshot["params"].items()}}
 
     def stacked_state(self) -> dict:
-        buffers = (getattr(self, f"stacked_buffer_{i}") for i in range(len(self.buffer_names)))
-        return {n: t.detach().cpu().clone() for n, t in
-                zip(self.names + self.buffer_names, itertools.chain(self.stacked, buffers))}
+        return {n: t.detach().cpu().clone() for n, t in itertools.chain(self.params().items(), self.buffers_().items())}
 
     def lightning_state(self) -> dict:
         """Lightning's own checkpoint of the fit as it stands (epoch, global step, the loops'
@@ -257,7 +300,9 @@ class Population(pl.LightningModule):
         return fit_state(self.trainer)
 
     def on_train_end(self) -> None:
-        self.template = self.lightning_state()
+        snapshot = self.snapshot()
+        for k in range(len(self.seeds)):
+            self.final.setdefault(k, self.member_state(snapshot, k))
 
 
 def fit(members: list[Member], sweep_dir: Path, spare_core: bool = False) -> Outcome:
@@ -274,8 +319,10 @@ def fit(members: list[Member], sweep_dir: Path, spare_core: bool = False) -> Out
     population = Population(members, every_n_epochs=view.callbacks.checkpoint_every,
                             keeps_best=view.callbacks.keeps_best)
     profiler = {} if view.profiler else {"profiler": NoProfiler()}
+    # the population trains as long as its longest member; it clips each member's gradients itself
     trainer = instantiate(cfg.trainer, default_root_dir=str(sweep_dir), callbacks=callbacks, logger=False,
-                          enable_checkpointing=False,
+                          enable_checkpointing=False, max_epochs=int(population.max_epochs.max()),
+                          gradient_clip_val=None,
                           enable_progress_bar=any(isinstance(c, EpochProgressBar) for c in callbacks), **profiler)
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, threads - spare_core))
@@ -288,12 +335,11 @@ def fit(members: list[Member], sweep_dir: Path, spare_core: bool = False) -> Out
     stopper = next((c for c in callbacks if isinstance(c, GracefulStop) and c.stopped), None)
     batches = trainer.train_dataloader
     return Outcome(
-        params=population.stacked_state(),  # no epoch at all when Ctrl-C came before the first ended
+        final=population.final,
         losses=torch.stack(population.losses).cpu() if population.losses else torch.empty(0, len(members)),
-        diverged=population.diverged, kept=population.kept, best=population.best,
-        template=population.template,
-        optimizer=trainer.optimizers[0], epochs=trainer.current_epoch,
-        steps_per_epoch=batches.steps_per_epoch(), seconds=seconds,
+        val_losses=torch.stack(population.val_losses).cpu() if population.val_losses else None,
+        diverged=population.diverged, finished=population.finished, kept=population.kept, best=population.best,
+        epochs=trainer.current_epoch, steps_per_epoch=batches.steps_per_epoch(), seconds=seconds,
         interrupted=stopper.received if stopper else None)
 
 
@@ -301,4 +347,4 @@ def load_results(members: list[Member], outcome: Outcome) -> None:
     """Each member's final weights into its own net (the single-run module metrics, plots and
     checkpoints are made from)."""
     for k, member in enumerate(members):
-        member.module.net.load_state_dict({n: v[k] for n, v in outcome.params.items()})
+        core(member.module).load_state_dict(outcome.final[k]["params"])

@@ -1,5 +1,6 @@
 """Which jobs of a sweep form a population: those whose configs differ only in keys that can be
-vectorised (seeds, optimizer values, data noise), chunked at hydra.launcher.max_population.
+vectorised (seeds, data, optimizer values, schedules, clipping, epochs, MLP widths and
+activations), chunked at hydra.launcher.max_population.
 The grouping line says, for every job that runs alone, why."""
 from __future__ import annotations
 
@@ -16,10 +17,21 @@ log = logging.getLogger(__name__)
 
 
 # Keys whose values may differ between the members of a population (besides the optimizer's
-# hyperparameters, memberwise.HYPERPARAMETERS): each member builds its own data and net from them,
-# and none changes a tensor's shape.
+# hyperparameters, memberwise.HYPERPARAMETERS): each member builds its own data, scaling and net
+# from them, and trains with its own schedule, clipping and number of epochs.
 VECTORIZED = ("seed", "model.init", "dataset.noise_std", "dataset.coefficients", "dataset.x_range",
-              "dataset.amplitude", "dataset.frequency", "dataset.phase", "dataset.expr")
+              "dataset.amplitude", "dataset.frequency", "dataset.phase", "dataset.expr", "scheduler",
+              "trainer.max_epochs", "trainer.gradient_clip_val")
+# An MLP's widths and activation may differ too (engine.stacked pads them); its depth may not.
+MLP = "hydrafit.models.mlp"
+MLP_SHAPE = ("model.hidden_dims", "model.activation")
+
+# Learning-rate schedules that change nothing but the lr, once an epoch: a member's is a table of
+# its lrs (memberwise.lr_table). ReduceLROnPlateau reads a metric; CyclicLR and OneCycleLR change
+# momentum too.
+SCHEDULERS = tuple(f"torch.optim.lr_scheduler.{name}" for name in (
+    "StepLR", "MultiStepLR", "ExponentialLR", "CosineAnnealingLR", "CosineAnnealingWarmRestarts",
+    "LinearLR", "ConstantLR", "PolynomialLR"))
 
 
 # The callbacks a population does the work of, for each member (hydrafit.report.member); any other keeps
@@ -38,12 +50,13 @@ def not_vectorized(cfg: DictConfig, idle: tuple = ()) -> str | None:
     if extra:
         return f"optimizer.{extra[0]} is not vectorised"
     view = RunView.of(cfg)
-    if view.scheduler:
-        return "a scheduler is not vectorised"
-    if view.standardize:
-        return "dataset.standardize=true (per-member scaling) is not vectorised"
-    if view.mixes_members:
-        return "gradient clipping and accumulation mix members (global norms): not vectorised"
+    scheduler = str((cfg.get("scheduler") or {}).get("_target_"))
+    if view.scheduler and scheduler not in SCHEDULERS:
+        return f"scheduler {scheduler} is not vectorised (only {', '.join(s.rsplit('.', 1)[1] for s in SCHEDULERS)})"
+    if view.accumulates:
+        return "trainer.accumulate_grad_batches is not vectorised"
+    if view.lr_find:
+        return "lr_find=true runs Lightning's finder on one model: not vectorised"
     if not view.one_device:
         return "a population trains on one device"
     other = [k for k in view.callbacks.names if k not in CALLBACKS + tuple(idle)]
@@ -56,7 +69,10 @@ def population_key(cfg: DictConfig) -> str:
     """What members of one population share: the config without its vectorised keys."""
     tree = OmegaConf.to_container(cfg, resolve=False)
     kind = KINDS[str(cfg.optimizer._target_)]
-    for key in (*VECTORIZED, *(f"optimizer.{k}" for k in HYPERPARAMETERS[kind])):
+    mlp = cfg.model.get("_target_") == MLP
+    if mlp:  # the depth stays in the key: members of different depths are not stacked
+        tree["model"]["depth"] = len(cfg.model.hidden_dims)
+    for key in (*VECTORIZED, *(f"optimizer.{k}" for k in HYPERPARAMETERS[kind]), *(MLP_SHAPE if mlp else ())):
         *parents, leaf = key.split(".")
         node = tree
         for p in parents:

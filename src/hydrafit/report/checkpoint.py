@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from hydra.utils import get_class
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from hydrafit.compat.lightning import due_this_epoch, saves_on_batches
@@ -50,29 +49,44 @@ class Checkpoint(ModelCheckpoint):
 
 def save_checkpoint(member, outcome, k: int, dirpath: Path) -> None:
     """checkpoints/last.ckpt and best.ckpt of member k, each a single run's checkpoint (its
-    Regressor's weights and hyperparameters, its torch.optim optimizer's state, Lightning's loop
-    progress), so that hydrafit-eval and resume= read them as any other. A diverged member keeps
-    its last periodic state as last.ckpt, or none if it diverged before the first (as a single run)."""
-    last = outcome.kept.get(k) if k in outcome.diverged else {
-        "template": outcome.template, "params": {n: v[k] for n, v in outcome.params.items()},
-        "optimizer": outcome.optimizer.member_state(k)}
+    Regressor's weights and hyperparameters, its torch.optim optimizer's and lr scheduler's
+    state, Lightning's loop progress), so that hydrafit-eval and resume= read them as any other.
+    A diverged member keeps its last periodic state as last.ckpt, or none if it diverged before
+    the first (as a single run)."""
+    last = outcome.kept.get(k) if k in outcome.diverged else outcome.final[k]
     states = {name: state for name, state in (("best", outcome.best.get(k)), ("last", last)) if state is not None}
     if not states:
         return
     dirpath.mkdir(parents=True, exist_ok=True)
-    settings = outcome.optimizer.settings[k]  # its resolved optimizer config, as instantiate builds it
-    optimizer = get_class(settings["_target_"])(member.module.parameters(), **{
-        name: value for name, value in settings.items() if not name.startswith("_")})
     for name, state in states.items():
         buffer = io.BytesIO()
-        torch.save(member_checkpoint(member.module, optimizer, state), buffer)
+        torch.save(member_checkpoint(member.module, state), buffer)
         write_atomic(dirpath / f"{name}.ckpt", buffer.getvalue())
 
 
-def member_checkpoint(module, optimizer, state: dict) -> dict:
+def member_checkpoint(module, state: dict) -> dict:
     """The checkpoint dict of a member's `state` (template, params, optimizer state): its
-    Regressor's keys and hyperparameters, the state in `optimizer`'s (torch.optim's) format."""
+    Regressor's keys and hyperparameters, its optimizer and lr scheduler (its own
+    configure_optimizers, the scheduler stepped to the state's epoch) in torch's formats."""
+    epochs = state["template"]["loops"]["fit_loop"]["epoch_progress"]["total"]["processed"]
+    optimizer, scheduler = stepped(module, epochs)
     optimizer.load_state_dict({"state": state["optimizer"], "param_groups": optimizer.state_dict()["param_groups"]})
-    return {**state["template"], "state_dict": {f"net.{n}": v.clone() for n, v in state["params"].items()},
+    prefix = "net.net." if module.hparams.scaling else "net."  # models.Standardized wraps the net
+    return {**state["template"], "state_dict": {prefix + n: v for n, v in state["params"].items()},
             "optimizer_states": [optimizer.state_dict()], "hparams_name": "kwargs",
+            "lr_schedulers": [scheduler.state_dict()] if scheduler is not None else [],
             "hyper_parameters": dict(module.hparams)}
+
+
+def stepped(module, epochs: int) -> tuple:
+    """(optimizer, lr scheduler or None) of a Regressor's configure_optimizers, the scheduler
+    stepped once an epoch for `epochs` epochs, as a single run steps it (the optimizer's lr is
+    the scheduler's): what a single run's checkpoint after `epochs` epochs holds of them."""
+    configured = module.configure_optimizers()
+    if not isinstance(configured, dict):
+        return configured, None
+    optimizer, scheduler = configured["optimizer"], configured["lr_scheduler"]["scheduler"]
+    for _ in range(epochs):
+        optimizer.step()  # no gradients, so no change: torch's scheduler warns unless it was called
+        scheduler.step()
+    return optimizer, scheduler

@@ -31,22 +31,23 @@ def member_task(member, outcome, k: int, size: int, image):
 
 
 def write_member(member, outcome, k: int, image) -> float | None:
-    """Member k's run directory, as a single run leaves it: train/loss of every epoch, the fit
+    """Member k's run directory, as a single run leaves it: train/loss (and val/loss) of every epoch, the fit
     image and final metrics in the logger (HPARAMS), fit.png, metrics.json, checkpoints/last.ckpt.
     Raises RunStopped for a diverged or interrupted member, as a single run does."""
     cfg, datamodule, net, view = member.cfg, member.datamodule, member.module.net, member.view
-    status, message, epochs = "completed", None, outcome.epochs
+    status, message, epochs = "completed", None, outcome.epochs_of(k)
     run_dir = view.run_dir
     if k in outcome.diverged:
-        epochs, loss = outcome.diverged[k]
-        status, message = "diverged", diverged_message(loss, epochs, view.lr)
-    elif outcome.interrupted:
+        status, message = "diverged", diverged_message(outcome.diverged[k][1], epochs, view.lr)
+    elif outcome.interrupted and k not in outcome.finished:
         status, message = "interrupted", interrupted_message(outcome.interrupted, epochs, run_dir)
     step = epochs * outcome.steps_per_epoch
     loggers = [instantiate(c) for c in logger_configs(cfg.logger)]
     log_hyperparameters(loggers, cfg, metric_names(datamodule))
-    log_scalars(loggers, "train/loss", outcome.losses[:epochs, k].tolist(),
-                [(epoch + 1) * outcome.steps_per_epoch - 1 for epoch in range(epochs)])
+    steps = [(epoch + 1) * outcome.steps_per_epoch - 1 for epoch in range(epochs)]
+    log_scalars(loggers, "train/loss", outcome.losses[:epochs, k].tolist(), steps)
+    if outcome.val_losses is not None:
+        log_scalars(loggers, "val/loss", outcome.val_losses[:epochs, k].tolist(), steps)
     if view.callbacks.fit_image:
         png = image()  # fit_images
         log_fit_image(loggers, png, step)
