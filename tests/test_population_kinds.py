@@ -123,7 +123,13 @@ def test_own_data_is_one_population_equal_to_its_single_runs(own_data):
         basic_dir / "0" / "checkpoints" / "last.ckpt", weights_only=True)["hyper_parameters"]["scaling"]
 
 
-def test_depths_split_populations_and_the_grouping_line_says_so(tmp_path):
-    proc = run_cli("-m", "hydra/launcher=vectorized", "model.hidden_dims=[8],[16],[8,8]", "trainer.max_epochs=2",
-                   *QUIET, f"hydra.sweep.dir={tmp_path / 's'}", cwd=tmp_path)
-    assert "vectorized: 3 jobs -> 2 populations of 2, 1 (split by model.depth)" in proc.stdout + proc.stderr
+def test_widths_depths_and_activations_are_one_population_of_stacks(tmp_path):
+    """Each architecture is a stack of its own in one fit, so its members compute exactly what
+    their own nets compute: every member equals its single run bitwise."""
+    grid = ["model.hidden_dims=[8],[16,8]", "model.activation=relu,sigmoid", "trainer.max_epochs=15", *QUIET]
+    vec = run_cli("-m", "hydra/launcher=vectorized", *grid, f"hydra.sweep.dir={tmp_path / 'vec'}", cwd=tmp_path)
+    assert "vectorized: 4 jobs -> 1 population of 4" in vec.stdout + vec.stderr
+    run_cli("-m", *grid, f"hydra.sweep.dir={tmp_path / 'basic'}", cwd=tmp_path)
+    for n in range(4):
+        mine, alone = read_metrics(tmp_path / "vec" / str(n)), read_metrics(tmp_path / "basic" / str(n))
+        assert (mine["train/mse"], mine["truth/rmse"]) == (alone["train/mse"], alone["truth/rmse"]), n

@@ -35,10 +35,13 @@ DEFAULTS = {  # torch.optim's defaults, for keys a config leaves out
 
 class Memberwise(torch.optim.Optimizer):
     """One optimizer for stacked parameters ([members, ...] each). `kind`: adam | adamw | sgd;
-    `settings`: one dict of that kind's hyperparameters per member (a resolved optimizer config)."""
+    `settings`: one dict of that kind's hyperparameters per member (a resolved optimizer config).
+    A parameter group may hold the stack of some of the members only: its "members" entry,
+    (first, end), says which (engine.stacked: one stack per architecture); by default all."""
 
     def __init__(self, params, kind: str, settings: list[dict], active: torch.Tensor | None = None):
-        super().__init__(params, {})
+        super().__init__(params, {"members": (0, len(settings))})
+        self.span = (0, len(settings))  # the members of the parameter group being updated
         self.kind, self.members, self.settings = kind, len(settings), settings
         full = [DEFAULTS[kind] | {k: v for k, v in s.items() if k in DEFAULTS[kind]} for s in settings]
         self.h = {k: np.array([float(v) for v in (s[k] for s in full)]) for k in DEFAULTS[kind] if k != "betas"}
@@ -69,12 +72,16 @@ class Memberwise(torch.optim.Optimizer):
         """Per-member float64 numbers as a tensor of `like`'s dtype, shaped to broadcast over it."""
         return torch.as_tensor(values, dtype=like.dtype, device=like.device).view(-1, *[1] * (like.dim() - 1))
 
+    def _h(self, name: str) -> np.ndarray:
+        """Hyperparameter `name` of the members of the group being updated."""
+        return self.h[name][self.span[0]:self.span[1]]
+
     def _constant(self, name: str, like: torch.Tensor) -> torch.Tensor:
-        """_member(self.h[name], like), made once for each dtype, device and rank: a step made
-        ~6 such tensors a parameter, 10% of a 48-member fit on this project's CPU."""
-        key = (name, like.dtype, like.device, like.dim())
+        """_member(self._h(name), like), made once for each group, dtype, device and rank: a step
+        made ~6 such tensors a parameter, 10% of a 48-member fit on this project's CPU."""
+        key = (name, self.span, like.dtype, like.device, like.dim())
         if key not in self.constants:
-            self.constants[key] = self._member(self.h[name], like)
+            self.constants[key] = self._member(self._h(name), like)
         return self.constants[key]
 
     @torch.no_grad()
@@ -86,6 +93,7 @@ class Memberwise(torch.optim.Optimizer):
         self.steps += 1
         update = {"adam": self._adam, "adamw": self._adam, "sgd": self._sgd}[self.kind]
         for group in self.param_groups:
+            self.span = group["members"]
             for p in group["params"]:
                 if p.grad is not None:
                     new = update(p, p.grad, self.state[p])
@@ -95,7 +103,7 @@ class Memberwise(torch.optim.Optimizer):
         return loss
 
     def _member_mask(self, p: torch.Tensor) -> torch.Tensor:
-        return self.active.view(-1, *[1] * (p.dim() - 1))
+        return self.active[self.span[0]:self.span[1]].view(-1, *[1] * (p.dim() - 1))
 
     def _keep(self, p: torch.Tensor, state: dict, name: str, value: torch.Tensor) -> None:
         """state[name] = value, except for frozen members, whose entry stays."""
@@ -105,27 +113,27 @@ class Memberwise(torch.optim.Optimizer):
 
     def _adam(self, p: torch.Tensor, grad: torch.Tensor, state: dict) -> torch.Tensor:
         """torch.optim._single_tensor_adam, one step, per-member scalars."""
-        h, t = self.h, self.steps
+        h, t = self._h, self.steps
         if "exp_avg" not in state:
             state["exp_avg"], state["exp_avg_sq"] = torch.zeros_like(p), torch.zeros_like(p)
         if self.kind == "adamw":  # decoupled: param.mul_(1 - lr * weight_decay)
             p = p * self._constant("decoupled", p)
-        elif h["weight_decay"].any():  # grad.add(param, alpha=weight_decay)
+        elif h("weight_decay").any():  # grad.add(param, alpha=weight_decay)
             grad = fma(p, self._constant("weight_decay", p), grad)
         exp_avg = state["exp_avg"].lerp(grad, self._constant("1-beta1", p))
         exp_avg_sq = fma(self._constant("1-beta2", p) * grad, grad, state["exp_avg_sq"] * self._constant("beta2", p))
         self._keep(p, state, "exp_avg", exp_avg)
         self._keep(p, state, "exp_avg_sq", exp_avg_sq)
-        step_size = h["lr"] / (1 - h["beta1"] ** t)
-        denom = exp_avg_sq.sqrt() / self._member((1 - h["beta2"] ** t) ** 0.5, p) + self._constant("eps", p)
+        step_size = h("lr") / (1 - h("beta1") ** t)
+        denom = exp_avg_sq.sqrt() / self._member((1 - h("beta2") ** t) ** 0.5, p) + self._constant("eps", p)
         return p + self._member(-step_size, p) * exp_avg / denom  # addcdiv: self + value * t1 / t2
 
     def _sgd(self, p: torch.Tensor, grad: torch.Tensor, state: dict) -> torch.Tensor:
         """torch.optim._single_tensor_sgd, one step, per-member scalars."""
-        h = self.h
-        if h["weight_decay"].any():
+        h = self._h
+        if h("weight_decay").any():
             grad = fma(p, self._constant("weight_decay", p), grad)
-        if h["momentum"].any():
+        if h("momentum").any():
             if "momentum_buffer" not in state:  # the first step: buf = grad
                 buf = grad.clone()
             else:
@@ -140,17 +148,18 @@ class Memberwise(torch.optim.Optimizer):
 
     def member_state(self, k: int) -> dict:
         """Member k's optimizer state in torch.optim's own format ({param index: state}), for a
-        torch.optim optimizer of the member's plain net to load (a one-member checkpoint)."""
-        out = {}
-        params = [p for g in self.param_groups for p in g["params"]]
-        for i, p in enumerate(params):
+        torch.optim optimizer of the member's plain net to load (a one-member checkpoint): the
+        parameters of the group that holds member k, numbered from 0 as its own net's are."""
+        group = next(g for g in self.param_groups if g["members"][0] <= k < g["members"][1])
+        j, out = k - group["members"][0], {}
+        for i, p in enumerate(group["params"]):
             state = self.state.get(p, {})
             if self.kind == "sgd":
                 if self.h["momentum"][k] != 0 and "momentum_buffer" in state:
-                    out[i] = {"momentum_buffer": state["momentum_buffer"][k].clone()}
+                    out[i] = {"momentum_buffer": state["momentum_buffer"][j].clone()}
             elif state:
-                out[i] = {"step": torch.tensor(float(self.steps)), "exp_avg": state["exp_avg"][k].clone(),
-                          "exp_avg_sq": state["exp_avg_sq"][k].clone()}
+                out[i] = {"step": torch.tensor(float(self.steps)), "exp_avg": state["exp_avg"][j].clone(),
+                          "exp_avg_sq": state["exp_avg_sq"][j].clone()}
         return out
 
 

@@ -34,7 +34,7 @@ from hydrafit.config.view import RunView
 from hydrafit.data import epoch_order
 from hydrafit.engine.callbacks import EpochProgressBar, GracefulStop, NoProfiler
 from hydrafit.engine.memberwise import KINDS, Memberwise, clip_gradients, lr_table
-from hydrafit.engine.stacked import StackedNets, core, pad_stack, unpad
+from hydrafit.engine.stacked import Stack, architectures, core, scaling_table
 from hydrafit.engine.startup import quiet_lightning
 from hydrafit.models import set_attribute
 
@@ -134,9 +134,10 @@ class Outcome:
 
 
 class Population(pl.LightningModule):
-    """The members' nets stacked into one LightningModule (engine.stacked). Each step evaluates
-    every member on its own mini-batch (vmap), sums the members' losses for one backward
-    (members share no parameter, so each gets its own gradient, clipped by its own
+    """The members' nets stacked into one LightningModule, one stack per architecture
+    (engine.stacked; fit orders the members so that each architecture's are consecutive). Each
+    step evaluates every member on its own mini-batch (vmap), sums the members' losses for one
+    backward (members share no parameter, so each gets its own gradient, clipped by its own
     trainer.gradient_clip_val) and keeps each member's loss for its train/loss; after each
     epoch, each member's val/loss on its own validation rows. A member whose epoch loss is not
     finite is frozen (memberwise.Memberwise) and its last periodic state kept, as
@@ -147,14 +148,20 @@ class Population(pl.LightningModule):
 
     def __init__(self, members: list[Member], every_n_epochs: int = 0, keeps_best: bool = True):
         super().__init__()
-        self.stack = StackedNets([core(m.module) for m in members], [m.module.hparams.scaling for m in members])
-        nets = self.stack.nets
-        self.names = [n for n, _ in nets[0].named_parameters()]
-        self.buffer_names = [n for n, _ in nets[0].named_buffers()]
-        self.stacked = nn.ParameterList(
-            nn.Parameter(pad_stack([dict(net.named_parameters())[n].detach() for net in nets])) for n in self.names)
-        for i, name in enumerate(self.buffer_names):
-            self.register_buffer(f"stacked_buffer_{i}", pad_stack([dict(net.named_buffers())[name] for net in nets]))
+        nets = [core(m.module) for m in members]
+        scaling = scaling_table([m.module.hparams.scaling for m in members])
+        self.scaling = scaling or {}
+        self.stacks, self.spans, tensors = [], [], []
+        for group in architectures(nets):
+            stack = Stack(nets[group[0]], scaled=scaling is not None)
+            assert group == list(range(group[0], group[-1] + 1)), "fit() orders members by architecture"
+            self.stacks.append(stack)
+            self.spans.append((group[0], group[-1] + 1))
+            tensors.append([torch.stack([dict(nets[k].named_parameters())[n].detach() for k in group]) for n in stack.names])
+            for i, name in enumerate(stack.buffer_names):
+                self.register_buffer(f"stack{len(self.stacks) - 1}_buffer{i}",
+                                     torch.stack([dict(nets[k].named_buffers())[name] for k in group]))
+        self.stacked = nn.ParameterList(nn.Parameter(t) for group in tensors for t in group)
         self.register_buffer("active", torch.ones(len(members), dtype=torch.bool), persistent=False)
         self.settings = [OmegaConf.to_container(m.cfg.optimizer, resolve=True) for m in members]
         self.kind = KINDS[self.settings[0]["_target_"]]
@@ -167,7 +174,6 @@ class Population(pl.LightningModule):
         self.batch_size, self.steps_per_batch = views[0].batch_size, views[0].steps_per_batch
         self.data = {name: torch.stack([getattr(m.datamodule, name) for m in members])
                      for name in ("x_train", "y_train", "x_val", "y_val")}
-        self.extra = self.stack.extras()
         self.every_n_epochs, self.keeps_best = every_n_epochs, keeps_best
         self.losses: list[torch.Tensor] = []
         self.val_losses: list[torch.Tensor] = []
@@ -181,28 +187,39 @@ class Population(pl.LightningModule):
 
     __setattr__ = set_attribute
 
+    def stack_tensors(self) -> list[tuple[dict, dict]]:
+        """(parameters, buffers) of each stack, by name."""
+        out, params = [], iter(self.stacked)
+        for g, stack in enumerate(self.stacks):
+            p = {n: next(params) for n in stack.names}
+            out.append((p, {n: getattr(self, f"stack{g}_buffer{i}") for i, n in enumerate(stack.buffer_names)}))
+        return out
+
     def member_losses(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Each member's (loss to minimise, MSE) on its own batch: [members] each."""
-        return vmap(self.stack.losses)(self.params(), self.buffers_(), self.extra_, x, y)
-
-    def params(self) -> dict:
-        return dict(zip(self.names, self.stacked))
-
-    def buffers_(self) -> dict:
-        return {n: getattr(self, f"stacked_buffer_{i}") for i, n in enumerate(self.buffer_names)}
+        results = []
+        for stack, (a, b), (params, buffers) in zip(self.stacks, self.spans, self.stack_tensors()):
+            scaling = {k: v[a:b] for k, v in self.scaling_.items()}
+            results.append(stack.member_losses(params, buffers, scaling, x[a:b], y[a:b]))
+        if len(results) == 1:
+            return results[0]
+        return torch.cat([r[0] for r in results]), torch.cat([r[1] for r in results])
 
     def train_dataloader(self) -> PopulationBatches:
         """The members' data and own tensors on the training device, in the precision's dtype."""
         device = self.trainer.strategy.root_device
         data = {k: self.trainer.precision_plugin.convert_input(v.to(device)) for k, v in self.data.items()}
         dtype = data["x_train"].dtype
-        self.extra_ = {k: v.to(device, dtype if v.is_floating_point() else v.dtype) for k, v in self.extra.items()}
+        self.scaling_ = {k: v.to(device, dtype) for k, v in self.scaling.items()}
         self.val = (data["x_val"], data["y_val"]) if data["x_val"].shape[1] else None
         self.clip = self.clip.to(device, dtype)
         return PopulationBatches(data["x_train"], data["y_train"], self.batch_size, self.seeds, self.steps_per_batch)
 
     def configure_optimizers(self):
-        return Memberwise(self.stacked, self.kind, self.settings, active=self.active)
+        params, groups = iter(self.stacked), []
+        for stack, span in zip(self.stacks, self.spans):
+            groups.append({"params": [next(params) for _ in stack.names], "members": span})
+        return Memberwise(groups, self.kind, self.settings, active=self.active)
 
     def training_step(self, batch: MemberSteps, batch_idx: int) -> None:
         optimizer, max_steps = self.optimizers(), self.trainer.max_steps
@@ -217,7 +234,8 @@ class Population(pl.LightningModule):
         self._loss_count += x.shape[1]
         self.manual_backward(losses.sum())
         if self.clip_algorithm is not None:
-            clip_gradients(list(self.stacked), self.clip, self.clip_algorithm)
+            for (a, b), (params, _) in zip(self.spans, self.stack_tensors()):
+                clip_gradients(list(params.values()), self.clip[a:b], self.clip_algorithm)
         return losses.sum()
 
     def on_train_epoch_start(self) -> None:
@@ -232,7 +250,7 @@ class Population(pl.LightningModule):
         self.losses.append(loss)
         if self.val is not None:
             with torch.no_grad():
-                self.val_losses.append(vmap(self.stack.losses)(self.params(), self.buffers_(), self.extra_, *self.val)[1])
+                self.val_losses.append(self.member_losses(*self.val)[1])
         bad = ~torch.isfinite(loss) & self.active
         if bad.any():  # one device sync an epoch, as StopOnDivergence's float() in a single run
             self.freeze(bad, loss)
@@ -282,16 +300,19 @@ class Population(pl.LightningModule):
                 "optimizer": {k: optimizer.member_state(k) for k in range(len(self.seeds))}}
 
     def member_state(self, snapshot: dict, k: int) -> dict:
-        """Member k's part of a snapshot, in its own shapes (engine.stacked.unpad)."""
-        shapes = self.stack.shapes[k]
-        names = self.names  # torch.optim numbers a net's parameters in this order
-        optimizer = {i: {key: t if key == "step" else unpad(t, shapes[names[i]]) for key, t in state.items()}
-                     for i, state in snapshot["optimizer"][k].items()}
-        return {"template": snapshot["template"], "optimizer": optimizer,
-                "params": {n: unpad(v[k], shapes[n]) for n, v in snapshot["params"].items()}}
+        """Member k's part of a snapshot: its own net's tensors and optimizer state."""
+        g = self.stack_of(k)
+        j = k - self.spans[g][0]
+        return {"template": snapshot["template"], "optimizer": snapshot["optimizer"][k],
+                "params": {n: v[j].clone() for n, v in snapshot["params"][g].items()}}
 
-    def stacked_state(self) -> dict:
-        return {n: t.detach().cpu().clone() for n, t in itertools.chain(self.params().items(), self.buffers_().items())}
+    def stack_of(self, k: int) -> int:
+        return next(g for g, (a, b) in enumerate(self.spans) if a <= k < b)
+
+    def stacked_state(self) -> list[dict]:
+        """Each stack's parameters and buffers by name, copied to the CPU."""
+        return [{n: t.detach().cpu().clone() for n, t in itertools.chain(params.items(), buffers.items())}
+                for params, buffers in self.stack_tensors()]
 
     def lightning_state(self) -> dict:
         """Lightning's own checkpoint of the fit as it stands (epoch, global step, the loops'
@@ -316,7 +337,8 @@ def fit(members: list[Member], sweep_dir: Path, spare_core: bool = False) -> Out
     cfg, view = members[0].cfg, members[0].view
     # the callbacks that steer the fit; the population does the others' work (report.member)
     callbacks = [instantiate(cfg.callbacks[k]) for k in ("graceful_stop", "progress_bar") if k in view.callbacks.names]
-    population = Population(members, every_n_epochs=view.callbacks.checkpoint_every,
+    order = [k for group in architectures([core(m.module) for m in members]) for k in group]
+    population = Population([members[k] for k in order], every_n_epochs=view.callbacks.checkpoint_every,
                             keeps_best=view.callbacks.keeps_best)
     profiler = {} if view.profiler else {"profiler": NoProfiler()}
     # the population trains as long as its longest member; it clips each member's gradients itself
@@ -334,11 +356,20 @@ def fit(members: list[Member], sweep_dir: Path, spare_core: bool = False) -> Out
     seconds = time.perf_counter() - start
     stopper = next((c for c in callbacks if isinstance(c, GracefulStop) and c.stopped), None)
     batches = trainer.train_dataloader
+    mine = {i: k for i, k in enumerate(order)}  # the population's member i is the caller's member k
+
+    def by_member(d: dict) -> dict:
+        return {mine[i]: v for i, v in d.items()}
+
+    def columns(rows: list) -> torch.Tensor:  # [epochs, members] in the caller's order
+        return torch.stack(rows).cpu()[:, torch.tensor(order).argsort()]
+
     return Outcome(
-        final=population.final,
-        losses=torch.stack(population.losses).cpu() if population.losses else torch.empty(0, len(members)),
-        val_losses=torch.stack(population.val_losses).cpu() if population.val_losses else None,
-        diverged=population.diverged, finished=population.finished, kept=population.kept, best=population.best,
+        final=by_member(population.final),
+        losses=columns(population.losses) if population.losses else torch.empty(0, len(members)),
+        val_losses=columns(population.val_losses) if population.val_losses else None,
+        diverged=by_member(population.diverged), finished=by_member(population.finished),
+        kept=by_member(population.kept), best=by_member(population.best),
         epochs=trainer.current_epoch, steps_per_epoch=batches.steps_per_epoch(), seconds=seconds,
         interrupted=stopper.received if stopper else None)
 

@@ -1,6 +1,6 @@
 """Which jobs of a sweep form a population: those whose configs differ only in keys that can be
-vectorised (seeds, data, optimizer values, schedules, clipping, epochs, MLP widths and
-activations), chunked at hydra.launcher.max_population.
+vectorised (seeds, data, optimizer values, schedules, clipping, epochs, the shapes of hydrafit's
+models), chunked at hydra.launcher.max_population.
 The grouping line says, for every job that runs alone, why."""
 from __future__ import annotations
 
@@ -22,9 +22,10 @@ log = logging.getLogger(__name__)
 VECTORIZED = ("seed", "model.init", "dataset.noise_std", "dataset.coefficients", "dataset.x_range",
               "dataset.amplitude", "dataset.frequency", "dataset.phase", "dataset.expr", "scheduler",
               "trainer.max_epochs", "trainer.gradient_clip_val")
-# An MLP's widths and activation may differ too (engine.stacked pads them); its depth may not.
-MLP = "hydrafit.models.mlp"
-MLP_SHAPE = ("model.hidden_dims", "model.activation")
+# hydrafit's own models may differ in any argument (widths, depth, activation, degree): each
+# architecture trains as its own stack in the population's fit (engine.stacked). A user's model
+# may hold settings its repr does not show, so only its model.init may differ.
+OWN_MODELS = ("hydrafit.models.mlp", "hydrafit.models.polynomial")
 
 # Learning-rate schedules that change nothing but the lr, once an epoch: a member's is a table of
 # its lrs (memberwise.lr_table). ReduceLROnPlateau reads a metric; CyclicLR and OneCycleLR change
@@ -69,10 +70,9 @@ def population_key(cfg: DictConfig) -> str:
     """What members of one population share: the config without its vectorised keys."""
     tree = OmegaConf.to_container(cfg, resolve=False)
     kind = KINDS[str(cfg.optimizer._target_)]
-    mlp = cfg.model.get("_target_") == MLP
-    if mlp:  # the depth stays in the key: members of different depths are not stacked
-        tree["model"]["depth"] = len(cfg.model.hidden_dims)
-    for key in (*VECTORIZED, *(f"optimizer.{k}" for k in HYPERPARAMETERS[kind]), *(MLP_SHAPE if mlp else ())):
+    own = cfg.model.get("_target_") in OWN_MODELS
+    model = [f"model.{k}" for k in cfg.model if k != "_target_"] if own else []
+    for key in (*VECTORIZED, *(f"optimizer.{k}" for k in HYPERPARAMETERS[kind]), *model):
         *parents, leaf = key.split(".")
         node = tree
         for p in parents:
