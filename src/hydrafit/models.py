@@ -69,6 +69,10 @@ class Standardized(nn.Module):
 PLAIN_ATTRIBUTES = frozenset({"_current_fx_name", "_loss_sum", "_loss_count", "_snapshot"})
 
 
+# Layers that compute the same in train and eval mode: the modules of hydrafit's own nets.
+MODE_FREE = frozenset({nn.Sequential, nn.Linear, Monomials, Standardized, *ACTIVATIONS.values()})
+
+
 def set_attribute(module: nn.Module, name: str, value) -> None:
     """The __setattr__ of Regressor and hydrafit.engine.population.Population (the function itself, no
     frame in between): PLAIN_ATTRIBUTES set directly, others through nn.Module's
@@ -92,7 +96,9 @@ class Regressor(pl.LightningModule):
     """
 
     _loss_sum, _loss_count = 0.0, 0  # this epoch's sum of batch losses x batch sizes, and of sizes
-    _unlogged: list | tuple = ()  # (step, train/loss) of the epochs not yet handed to the loggers
+    _unlogged: list | tuple = ()  # (step, {name: 0-d tensor}) of the epochs not yet handed to the loggers
+    _val: tuple | None = None  # the validation split (x, y) on the training device while fitting, if any
+    _val_every, _val_in_eval_mode = 1, False  # see on_train_start
     one_step_per_batch = False  # set by hydrafit.engine.lr_finder while Lightning's finder runs
     lr_suggestion: float | None = None  # lr_find=true: the lr trained with (metrics.json records it)
 
@@ -155,32 +161,63 @@ class Regressor(pl.LightningModule):
 
     def on_train_start(self) -> None:
         self._unlogged, self._next_log = [], time.monotonic() + 1.0
+        # val/loss is computed by on_train_epoch_end, not by Lightning's validation loop, whose
+        # per-epoch work (hooks, a data fetcher, self.log's bookkeeping) is ~2 ms on a 2-core CPU
+        # for a full batch whose arithmetic costs ~0.05 ms. The split goes to the device once.
+        trainer, datamodule = self.trainer, self.trainer.datamodule
+        split = getattr(datamodule, "val_on_device", None)
+        self._val = split() if split is not None and trainer.limit_val_batches else None
+        self._val_every = trainer.check_val_every_n_epoch or 1  # as Lightning's loop reads it
+        # Lightning validates in eval mode; switching modes costs ~30 us an epoch, half the
+        # arithmetic, so only for a net with a layer that could behave differently in it
+        # (hydrafit's own nets have none).
+        self._val_in_eval_mode = any(type(m) not in MODE_FREE for m in self.net.modules())
 
     def on_train_epoch_start(self) -> None:
         self._loss_sum, self._loss_count = 0.0, 0
 
     def on_train_epoch_end(self) -> None:
         """train/loss of the epoch: the mean over all ranks' batches (one collective under DDP,
-        none in one process), to callback_metrics for the monitoring callbacks, which Lightning
-        runs after this hook, and to the loggers at the step Lightning gives epoch metrics."""
+        none in one process), and val/loss, the MSE of the validation split in the data's
+        units (the same on every rank: each holds the whole split): to callback_metrics for
+        the monitoring callbacks, which Lightning runs after this hook, and to the loggers at
+        the step Lightning gives epoch metrics. Both stay tensors until log_epoch_losses."""
         scheduler = self.lr_schedulers()
         if scheduler is not None and not self.automatic_optimization:  # else Lightning steps it
             scheduler.step()
-        if not self._loss_count:
-            return
-        loss = self._loss_sum / self._loss_count
-        if self.trainer.world_size > 1:
-            total = torch.stack([self._loss_sum, self._loss_sum.new_tensor(self._loss_count)])
-            total = self.trainer.strategy.reduce(total, reduce_op="sum")
-            loss = total[0] / total[1]
-        self.trainer.callback_metrics["train/loss"] = loss
-        if self.loggers:
-            self._unlogged.append((self.global_step - 1, loss.item()))
+        losses = {}
+        if self._loss_count:
+            loss = self._loss_sum / self._loss_count
+            if self.trainer.world_size > 1:
+                total = torch.stack([self._loss_sum, self._loss_sum.new_tensor(self._loss_count)])
+                total = self.trainer.strategy.reduce(total, reduce_op="sum")
+                loss = total[0] / total[1]
+            self.trainer.callback_metrics["train/loss"] = losses["train/loss"] = loss
+        if self._val is not None and (self.current_epoch + 1) % self._val_every == 0:
+            self.trainer.callback_metrics["val/loss"] = losses["val/loss"] = self.validation_loss()
+        if losses and self.loggers:
+            self._unlogged.append((self.global_step - 1, losses))
             if time.monotonic() >= self._next_log:
                 self.log_epoch_losses()
 
+    def validation_loss(self) -> torch.Tensor | None:
+        """The MSE of the validation split in the data's units, as Lightning's validation loop
+        would compute it (no gradients, the precision's validation context: autocast under mixed
+        precision); None when the fit has no split."""
+        if self._val is None:
+            return None
+        x, y = self._val
+        if self._val_in_eval_mode:
+            self.net.eval()
+        with torch.no_grad(), self.trainer.precision_plugin.val_step_context():
+            loss = nn.functional.mse_loss(self.net(x), y)
+        if self._val_in_eval_mode:
+            self.net.train()
+        return loss
+
     def on_train_end(self) -> None:
         self.log_epoch_losses()
+        self._val = None  # the split's device copy is the fit's, not the returned model's
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         self.log_epoch_losses()  # a run resumed from this checkpoint finds every loss before it
@@ -190,20 +227,17 @@ class Regressor(pl.LightningModule):
         second, not every epoch: a scalar an epoch woke TensorBoard's writer thread every epoch,
         and the GIL hand-offs cost ~0.2 ms (a quarter of a seed epoch; benchmarks/, row 1).
         TensorBoard is as live; a crash or kill -9 loses at most the losses after the last
-        checkpoint, which a resumed run redoes anyway."""
+        checkpoint, which a resumed run redoes anyway. The kept tensors become floats here, in
+        one transfer: one device sync a call, none per epoch."""
+        if self._unlogged:
+            values = iter(torch.stack([v for _, losses in self._unlogged for v in losses.values()]).tolist())
+            rows = [(step, {name: next(values) for name in losses}) for step, losses in self._unlogged]
+            for logger in self.loggers:
+                for step, metrics in rows:
+                    logger.log_metrics(metrics, step=step)
         for logger in self.loggers:
-            for step, value in self._unlogged:
-                logger.log_metrics({"train/loss": value}, step=step)
             logger.save()
         self._unlogged, self._next_log = [], time.monotonic() + 1.0
-
-    def validation_step(self, batch: Steps, batch_idx: int):
-        (x, y), = batch  # the validation split is one full batch
-        self.log("val/loss", nn.functional.mse_loss(self.net(x), y), batch_size=len(x), sync_dist=True)
-        # Its x-axis: the last optimizer step, as for train/loss. Lightning's default counts
-        # batches, several steps each here (data.Steps); a logged "step" takes its place.
-        self.log_dict({"step": float(self.global_step - 1), "epoch": float(self.current_epoch)},
-                      batch_size=len(x), sync_dist=True)  # the same on every rank
 
     def configure_optimizers(self):
         optimizer = instantiate(self.hparams.optimizer, _convert_="all")(params=self.parameters())

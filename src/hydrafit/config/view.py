@@ -26,7 +26,7 @@ KEYS = (
     "callbacks", "callbacks.metrics_file.dirpath", "callbacks.model_checkpoint.dirpath",
     "callbacks.model_checkpoint.every_n_epochs", "callbacks.model_checkpoint.monitor",
     "callbacks.model_checkpoint.save_top_k", "callbacks.fit_plot.n_images",
-    "callbacks.optuna_pruning.every_n_epochs", "logger",
+    "callbacks.optuna_pruning.every_n_epochs", "callbacks.optuna_pruning.metric", "logger",
 )
 
 
@@ -39,6 +39,8 @@ class CallbacksView:
     checkpoint_every: int           # callbacks.model_checkpoint.every_n_epochs (0: no periodic save)
     keeps_best: bool                # a best.ckpt by the lowest train/loss (save_top_k >= 1)
     fit_image: bool                 # callbacks.fit_plot: fit.png and the fit images
+    pruning_metric: str | None = None  # callbacks.optuna_pruning.metric (None without it)
+    pruning_every: int = 0          # callbacks.optuna_pruning.every_n_epochs
     # The paths are read when asked: they interpolate ${hydra:runtime.output_dir}, which resolves
     # only while the job's Hydra config is the current one (a population fits before that).
     node: DictConfig | None = field(default=None, repr=False, compare=False)
@@ -56,12 +58,14 @@ class CallbacksView:
     @classmethod
     def of(cls, node: DictConfig | None) -> CallbacksView:
         checkpoint = (node or {}).get("model_checkpoint") or {}
+        pruning = (node or {}).get("optuna_pruning") or {}
         return cls(
             names=tuple(str(k) for k in node or {}), node=node,
             checkpoint_every=int(checkpoint.get("every_n_epochs") or 0),
             keeps_best=bool(checkpoint) and (checkpoint.get("save_top_k") or 0) >= 1
             and checkpoint.get("monitor") == "train/loss",
-            fit_image="fit_plot" in (node or {}))
+            fit_image="fit_plot" in (node or {}),
+            pruning_metric=pruning.get("metric"), pruning_every=int(pruning.get("every_n_epochs") or 0))
 
 
 @dataclass(frozen=True)

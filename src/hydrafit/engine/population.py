@@ -31,7 +31,7 @@ from torch.func import vmap
 from hydrafit.compat.lightning import fit_state
 from hydrafit.compat.tensorboard import fast_event_checksums
 from hydrafit.config.view import RunView
-from hydrafit.data import epoch_order
+from hydrafit.engine.batches import MemberSteps, PopulationBatches
 from hydrafit.engine.callbacks import EpochProgressBar, GracefulStop, NoProfiler
 from hydrafit.engine.memberwise import KINDS, Memberwise, clip_gradients, lr_table
 from hydrafit.engine.stacked import Stack, architectures, core, scaling_table
@@ -54,62 +54,6 @@ class Member:
         return RunView.of(self.cfg)
 
 
-class MemberSteps:
-    """A Lightning batch of a population: consecutive mini-batch steps, each member's points
-    taken in its own order (`order`: [members, points] indexes), or the full batch once."""
-
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, order: torch.Tensor | None = None, batch_size: int = 0):
-        self.x, self.y, self.order, self.batch_size = x, y, order, batch_size
-
-    def __len__(self) -> int:
-        return 1 if self.order is None else math.ceil(self.order.shape[1] / self.batch_size)
-
-    def __iter__(self):
-        if self.order is None:
-            yield self.x, self.y
-            return
-        for start in range(0, self.order.shape[1], self.batch_size):
-            idx = self.order[:, start:start + self.batch_size].unsqueeze(-1)
-            yield self.x.gather(1, idx), self.y.gather(1, idx)
-
-
-class PopulationBatches:
-    """data.TensorBatches for a population: x, y are [members, points, 1]; each member's epoch
-    order is the one its single run draws (data.epoch_order with its own seed)."""
-
-    batch_sampler = None
-
-    def __init__(self, x, y, batch_size: int | None, seeds: list[int], steps_per_batch: int):
-        self.x, self.y, self.seeds, self.epoch, self.steps_per_batch = x, y, seeds, 0, steps_per_batch
-        n = x.shape[1]
-        self.full_batch = batch_size is None or batch_size >= n
-        self.batch_size = n if self.full_batch else batch_size
-
-    @property
-    def sampler(self) -> PopulationBatches:
-        return self
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def steps_per_epoch(self) -> int:
-        return 1 if self.full_batch else math.ceil(self.x.shape[1] / self.batch_size)
-
-    def __len__(self) -> int:
-        return math.ceil(self.steps_per_epoch() / self.steps_per_batch)
-
-    def __iter__(self):
-        epoch, self.epoch = self.epoch, self.epoch + 1
-        if self.full_batch:
-            yield MemberSteps(self.x, self.y)
-            return
-        n = self.x.shape[1]
-        order = torch.stack([epoch_order(s, epoch, n) for s in self.seeds]).to(self.x.device)
-        group = self.batch_size * self.steps_per_batch
-        for start in range(0, n, group):
-            yield MemberSteps(self.x, self.y, order[:, start:start + group], self.batch_size)
-
-
 @dataclass
 class Outcome:
     """What a population's fit leaves for its members' run directories. A member's state is
@@ -120,7 +64,8 @@ class Outcome:
     losses: torch.Tensor    # [epochs, members] train/loss of each epoch
     val_losses: torch.Tensor | None  # [epochs, members] val/loss, None without a validation split
     diverged: dict          # member -> (epoch, loss) where its loss stopped being finite
-    finished: dict          # member -> the epoch it finished at, before the fit's end (trainer.max_epochs)
+    finished: dict          # member -> the epoch it finished at, before the fit's end (its max_epochs, or pruned)
+    pruned: dict            # member -> why Optuna's pruner stopped it
     kept: dict              # diverged member -> its last finite checkpoint (or absent)
     best: dict              # member -> its state at the periodic save of lowest train/loss (best.ckpt)
     epochs: int
@@ -146,8 +91,9 @@ class Population(pl.LightningModule):
 
     automatic_optimization = False
 
-    def __init__(self, members: list[Member], every_n_epochs: int = 0, keeps_best: bool = True):
+    def __init__(self, members: list[Member], every_n_epochs: int = 0, keeps_best: bool = True, pruning=None):
         super().__init__()
+        self.pruning = pruning  # sweeps.pruning.MemberPruning, or None
         nets = [core(m.module) for m in members]
         scaling = scaling_table([m.module.hparams.scaling for m in members])
         self.scaling = scaling or {}
@@ -174,11 +120,16 @@ class Population(pl.LightningModule):
         self.batch_size, self.steps_per_batch = views[0].batch_size, views[0].steps_per_batch
         self.data = {name: torch.stack([getattr(m.datamodule, name) for m in members])
                      for name in ("x_train", "y_train", "x_val", "y_val")}
+        if pruning is not None and pruning.metric == "truth/rmse":  # where a single run computes it (metrics)
+            grids = [m.datamodule.grid() for m in members]
+            self.data |= {"grid": torch.stack(grids),
+                          "truth": torch.stack([m.datamodule.truth(g) for m, g in zip(members, grids)])}
         self.every_n_epochs, self.keeps_best = every_n_epochs, keeps_best
         self.losses: list[torch.Tensor] = []
         self.val_losses: list[torch.Tensor] = []
         self.diverged: dict[int, tuple[int, float]] = {}
         self.finished: dict[int, int] = {}
+        self.pruned: dict[int, str] = {}
         self.final: dict[int, dict] = {}
         self.kept: dict[int, dict] = {}
         self.best: dict[int, dict] = {}
@@ -212,6 +163,7 @@ class Population(pl.LightningModule):
         dtype = data["x_train"].dtype
         self.scaling_ = {k: v.to(device, dtype) for k, v in self.scaling.items()}
         self.val = (data["x_val"], data["y_val"]) if data["x_val"].shape[1] else None
+        self.train, self.truth = (data["x_train"], data["y_train"]), (data.get("grid"), data.get("truth"))
         self.clip = self.clip.to(device, dtype)
         return PopulationBatches(data["x_train"], data["y_train"], self.batch_size, self.seeds, self.steps_per_batch)
 
@@ -261,10 +213,11 @@ class Population(pl.LightningModule):
             if self.keeps_best:
                 self.keep_best(loss.cpu())
         self.finish((self.max_epochs == self.current_epoch + 1) & self.active.cpu())
+        self.prune()
 
     def finish(self, done: torch.Tensor) -> None:
-        """Members that reached their own trainer.max_epochs before the fit's end stop updating,
-        their state kept as a single run's is when it ends."""
+        """Members that reached their own trainer.max_epochs (or were pruned) before the fit's end
+        stop updating, their state kept as a single run's is when it ends."""
         members = done.nonzero().flatten().tolist()
         if not members or self.current_epoch + 1 == self.trainer.max_epochs:
             return
@@ -273,6 +226,32 @@ class Population(pl.LightningModule):
             self.finished[k], self.final[k] = self.current_epoch + 1, self.member_state(snapshot, k)
         self.active &= ~done.to(self.active.device)
         self.optimizers().optimizer.frozen = True
+        if not self.active.any():
+            self.trainer.should_stop = True
+
+    def prune(self) -> None:
+        """hparams_search=optuna with a pruner: every callbacks.optuna_pruning.every_n_epochs
+        epochs, each active member's metric goes to its own trial (sweeps.pruning.MemberPruning),
+        and the members Optuna prunes stop, as OptunaPruning stops a single run."""
+        epoch = self.current_epoch + 1
+        if self.pruning is None or epoch % self.pruning.every_n_epochs:
+            return
+        values, active = self.metric(self.pruning.metric).tolist(), self.active.tolist()
+        pruned = self.pruning.judge(epoch, {k: v for k, v in enumerate(values) if active[k]})
+        if pruned:
+            self.pruned |= pruned
+            self.finish(torch.tensor([k in pruned for k in range(len(values))]))
+
+    @torch.no_grad()
+    def metric(self, name: str) -> torch.Tensor:
+        """Each member's `name` now ([members]), as hydrafit.metrics computes it for a single run."""
+        if name == "train/loss":
+            return self.losses[-1]
+        if name in ("val/loss", "val/mse"):  # the val/loss of this epoch is the val/mse of its weights
+            return self.val_losses[-1]
+        if name == "train/mse":
+            return self.member_losses(*self.train)[1]
+        return self.member_losses(*self.truth)[1].sqrt()  # truth/rmse
 
     def keep_best(self, loss: torch.Tensor) -> None:
         """Each member's best.ckpt state, as a single run's Checkpoint (monitor train/loss,
@@ -326,8 +305,9 @@ class Population(pl.LightningModule):
             self.final.setdefault(k, self.member_state(snapshot, k))
 
 
-def fit(members: list[Member], sweep_dir: Path, spare_core: bool = False) -> Outcome:
+def fit(members: list[Member], sweep_dir: Path, spare_core: bool = False, pruning=None) -> Outcome:
     """Train the members as one population in one Lightning fit on the configured trainer.
+    `pruning`: the members' Optuna trials (sweeps.pruning.MemberPruning), in the members' order.
     `spare_core`: another process works meanwhile (the launcher's record_members), so torch
     uses one thread fewer: its threads wait for each other at every operation, and one that
     shares its core with that process made a 480-member fit 3x slower on this project's CPU."""
@@ -338,7 +318,8 @@ def fit(members: list[Member], sweep_dir: Path, spare_core: bool = False) -> Out
     # the callbacks that steer the fit; the population does the others' work (report.member)
     callbacks = [instantiate(cfg.callbacks[k]) for k in ("graceful_stop", "progress_bar") if k in view.callbacks.names]
     order = [k for group in architectures([core(m.module) for m in members]) for k in group]
-    population = Population([members[k] for k in order], every_n_epochs=view.callbacks.checkpoint_every,
+    population = Population([members[k] for k in order], pruning=pruning and pruning.reordered(order),
+                            every_n_epochs=view.callbacks.checkpoint_every,
                             keeps_best=view.callbacks.keeps_best)
     profiler = {} if view.profiler else {"profiler": NoProfiler()}
     # the population trains as long as its longest member; it clips each member's gradients itself
@@ -369,6 +350,7 @@ def fit(members: list[Member], sweep_dir: Path, spare_core: bool = False) -> Out
         losses=columns(population.losses) if population.losses else torch.empty(0, len(members)),
         val_losses=columns(population.val_losses) if population.val_losses else None,
         diverged=by_member(population.diverged), finished=by_member(population.finished),
+        pruned=by_member(population.pruned),
         kept=by_member(population.kept), best=by_member(population.best),
         epochs=trainer.current_epoch, steps_per_epoch=batches.steps_per_epoch(), seconds=seconds,
         interrupted=stopper.received if stopper else None)

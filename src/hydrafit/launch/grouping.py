@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 # from them, and trains with its own schedule, clipping and number of epochs.
 VECTORIZED = ("seed", "model.init", "dataset.noise_std", "dataset.coefficients", "dataset.x_range",
               "dataset.amplitude", "dataset.frequency", "dataset.phase", "dataset.expr", "scheduler",
-              "trainer.max_epochs", "trainer.gradient_clip_val")
+              "trainer.max_epochs", "trainer.gradient_clip_val", "mlp_shape")
+# (mlp_shape: hparams_search=optuna's width and depth, which only make model.hidden_dims.)
 # hydrafit's own models may differ in any argument (widths, depth, activation, degree): each
 # architecture trains as its own stack in the population's fit (engine.stacked). A user's model
 # may hold settings its repr does not show, so only its model.init may differ.
@@ -38,12 +39,11 @@ SCHEDULERS = tuple(f"torch.optim.lr_scheduler.{name}" for name in (
 # The callbacks a population does the work of, for each member (hydrafit.report.member); any other keeps
 # a job out of populations.
 CALLBACKS = ("fit_plot", "metrics_file", "model_checkpoint", "stop_on_divergence", "graceful_stop",
-             "progress_bar")
+             "progress_bar", "optuna_pruning")
 
 
-def not_vectorized(cfg: DictConfig, idle: tuple = ()) -> str | None:
-    """Why the job `cfg` (its composed config, without `hydra`) cannot join a population, or None.
-    `idle`: callbacks that do nothing in this sweep (an Optuna search's pruning without a pruner)."""
+def not_vectorized(cfg: DictConfig) -> str | None:
+    """Why the job `cfg` (its composed config, without `hydra`) cannot join a population, or None."""
     kind = KINDS.get(str(cfg.optimizer.get("_target_")))
     if kind is None:
         return f"optimizer {cfg.optimizer.get('_target_')} is not vectorised (only Adam, AdamW, SGD)"
@@ -60,7 +60,7 @@ def not_vectorized(cfg: DictConfig, idle: tuple = ()) -> str | None:
         return "lr_find=true runs Lightning's finder on one model: not vectorised"
     if not view.one_device:
         return "a population trains on one device"
-    other = [k for k in view.callbacks.names if k not in CALLBACKS + tuple(idle)]
+    other = [k for k in view.callbacks.names if k not in CALLBACKS]
     if other:
         return f"callbacks.{other[0]} is not vectorised"
     return None
@@ -95,15 +95,14 @@ def split_keys(keys: list[str]) -> list[str]:
     return [n for n in names if len({json.dumps(f.get(n), default=str) for f in flats}) > 1]
 
 
-def group(configs: list[DictConfig | None], max_population: int | None,
-          idle: tuple = ()) -> list[tuple[list[int], str | None]]:
+def group(configs: list[DictConfig | None], max_population: int | None) -> list[tuple[list[int], str | None]]:
     """Populations of the jobs, as (job indexes, None) or, for a job that runs alone as an
     ordinary run, ([index], why). A None config (one that does not compose or validate) runs
     alone: the ordinary path records its failure."""
     groups: dict[str, list[int]] = {}
     alone: list[tuple[list[int], str | None]] = []
     for i, cfg in enumerate(configs):
-        why = "its config is invalid" if cfg is None else not_vectorized(cfg, idle)
+        why = "its config is invalid" if cfg is None else not_vectorized(cfg)
         if why:
             alone.append(([i], why))
         else:

@@ -11,7 +11,6 @@ that writes that member's results. A job that cannot join a population runs as B
 runs it. torch is imported only when a sweep launches (Hydra scans this module at startup).
 """
 # No `from __future__ import annotations`: see hydrafit.sweeps.resumable.
-import functools
 import gc
 import logging
 import os
@@ -35,7 +34,6 @@ from hydrafit.engine.startup import import_lightning
 from hydrafit.launch.processes import forked, picklable, process_count, share
 from hydrafit.rundir.records import save_record
 from hydrafit.sweeps.resumable import consecutive_runs
-from hydrafit.sweeps.study import is_search, prunes
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +52,12 @@ class VectorizedLauncher(Launcher):
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        return self.launch_numbered(job_overrides, range(initial_job_idx, initial_job_idx + len(job_overrides)))
+
+    def launch_numbered(self, job_overrides: Sequence[Sequence[str]], numbers: Sequence[int]) -> Sequence[JobReturn]:
+        """launch() with each job's number given: a resumed sweep's unfinished jobs (or an Optuna
+        search's trials between another worker's) need not be consecutive to share a population
+        (hydrafit.sweeps.resumable.launch_jobs)."""
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
@@ -64,12 +68,12 @@ class VectorizedLauncher(Launcher):
         # in 6.5 s, not 10, on this project's CPU, with the same peak memory (594 MB).
         gc.disable()
         try:
-            return self.launch_jobs(job_overrides, initial_job_idx, sweep_dir)
+            return self.launch_jobs(job_overrides, list(numbers), sweep_dir)
         finally:
             gc.enable()
 
-    def launch_jobs(self, job_overrides, initial_job_idx: int, sweep_dir: Path) -> Sequence[JobReturn]:
-        jobs = [(list(o), initial_job_idx + i) for i, o in enumerate(job_overrides)]
+    def launch_jobs(self, job_overrides, numbers: List[int], sweep_dir: Path) -> Sequence[JobReturn]:
+        jobs = [(list(o), n) for o, n in zip(job_overrides, numbers)]
         for overrides, idx in jobs:
             log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
         configs, tasks = map(list, zip(*self.compose_all(jobs)))
@@ -82,7 +86,7 @@ class VectorizedLauncher(Launcher):
 
         returns: List[Optional[JobReturn]] = [None] * len(configs)
         stop: Optional[SystemExit] = None
-        for jobs, why in group(tasks, self.max_population, self.idle_callbacks):
+        for jobs, why in group(tasks, self.max_population):
             if stop is not None:
                 break
             stop = self.run_population(jobs, configs, tasks, built, returns, sweep_dir) if why is None and len(jobs) > 1 \
@@ -91,14 +95,6 @@ class VectorizedLauncher(Launcher):
         if stop is not None:
             raise stop
         return [r for r in returns if r is not None]
-
-    @functools.cached_property  # read for every job a batch prepares; the sweep's config is fixed
-    def idle_callbacks(self) -> tuple:
-        """Callbacks that do nothing in this sweep, so need not keep a job out of a population:
-        hparams_search=optuna's pruning callback when the search has no pruner."""
-
-        sweeper = self.config.hydra.sweeper
-        return ("optuna_pruning",) if is_search(sweeper) and not prunes(sweeper.get("pruner")) else ()
 
     def compose_all(self, jobs: List[tuple]) -> List[tuple]:
         """compose() of each of `jobs` ((overrides, job number)). A sweep started from the command
@@ -145,7 +141,7 @@ class VectorizedLauncher(Launcher):
         from hydrafit.engine.single import build_model
         from hydrafit.launch.grouping import not_vectorized
 
-        if task is None or not_vectorized(task, self.idle_callbacks):
+        if task is None or not_vectorized(task):
             return None
         current(config)
         try:
@@ -309,6 +305,7 @@ class VectorizedLauncher(Launcher):
         from hydrafit.engine.population import fit, load_results
         from hydrafit.report.figure import fit_images
         from hydrafit.report.member import member_task
+        from hydrafit.sweeps.pruning import member_pruning
 
         recorder = self.record_members(jobs, configs, tasks)
         members = {i: built[i] for i in jobs if built[i] is not None}
@@ -321,7 +318,8 @@ class VectorizedLauncher(Launcher):
             log.info("vectorized: training jobs %s as one population of %d", " ".join(
                 f"#{r[0]}" + (f"-#{r[-1]}" if len(r) > 1 else "") for r in numbers), len(members))
             population = list(members.values())
-            outcome = fit(population, sweep_dir, spare_core=recorder is not None)
+            outcome = fit(population, sweep_dir, spare_core=recorder is not None,
+                          pruning=member_pruning(population, [configs[i].hydra for i in members]))
             load_results(population, outcome)
             images = fit_images(population, outcome)
             member_tasks = {i: member_task(population[k], outcome, k, len(members), images[k])

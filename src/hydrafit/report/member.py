@@ -39,6 +39,8 @@ def write_member(member, outcome, k: int, image) -> float | None:
     run_dir = view.run_dir
     if k in outcome.diverged:
         status, message = "diverged", diverged_message(outcome.diverged[k][1], epochs, view.lr)
+    elif k in outcome.pruned:
+        status, message = "pruned", outcome.pruned[k]
     elif outcome.interrupted and k not in outcome.finished:
         status, message = "interrupted", interrupted_message(outcome.interrupted, epochs, run_dir)
     step = epochs * outcome.steps_per_epoch

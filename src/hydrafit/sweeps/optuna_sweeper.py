@@ -34,7 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 from hydrafit.compat.hydra import returned_value
 from hydrafit.config.errors import refuse
 from hydrafit.sweeps.grammar import parse_sweep
-from hydrafit.sweeps.resumable import ResumableSweeper, consecutive_runs
+from hydrafit.sweeps.resumable import ResumableSweeper, launch_jobs
 from hydrafit.sweeps.study import (ACTIVE, FINISHED, counts, draw_pictures, load, make_pruner, metric_value,
                                    search_space, storage, storage_url)
 
@@ -163,17 +163,14 @@ class OptunaSweeper(Sweeper):
         return batch
 
     def _run(self, study, batch: list, fixed: List[str]) -> None:
-        """Launch the batch (jobs numbered by trial number; a launch numbers its jobs
-        consecutively, so trials interleaved with another worker's go in several launches)
-        and tell the study how each ended."""
+        """Launch the batch (jobs numbered by trial number, resumable.launch_jobs) and tell the
+        study how each ended."""
 
         jobs = {t.number: [*fixed, *(f"{k}={override_value(v)}" for k, v in t.params.items()),
                            *self._job_hydra_overrides()] for t in batch}
         trials = {t.number: t for t in batch}
-        for block in consecutive_runs(sorted(jobs)):
-            returns = self.launcher.launch([jobs[n] for n in block], initial_job_idx=block[0])
-            for number, result in zip(block, returns):
-                self._tell(study, trials[number], result)
+        for number, result in launch_jobs(self.launcher, jobs):
+            self._tell(study, trials[number], result)
 
     def _job_hydra_overrides(self) -> List[str]:
         """What each job needs to find its trial (hydrafit.sweeps.pruning) and its directory,

@@ -80,6 +80,18 @@ def installed(launcher: DictConfig) -> bool:
     return str(launcher.get("_target_")) in found
 
 
+def launch_jobs(launcher: Launcher, jobs: Dict[int, List[str]]) -> List[tuple]:
+    """[(job number, JobReturn)] of the jobs {number: overrides}, launched under their own numbers
+    (so into their own directories): all at once where the launcher takes numbers
+    (hydra/launcher=vectorized: one population), else one launch per run of consecutive numbers
+    (Hydra's launch numbers its jobs consecutively)."""
+    numbers = sorted(jobs)
+    if hasattr(launcher, "launch_numbered"):
+        return list(zip(numbers, launcher.launch_numbered([jobs[n] for n in numbers], numbers)))
+    return [pair for block in consecutive_runs(numbers)
+            for pair in zip(block, launcher.launch([jobs[n] for n in block], initial_job_idx=block[0]))]
+
+
 class ResumableSweeper(Sweeper):
     """BasicSweeper, plus `resume_sweep=<sweep dir>`: run only that sweep's unfinished jobs.
     Wraps a BasicSweeper rather than subclassing it: Hydra's plugin scan re-executes the module
@@ -120,16 +132,13 @@ class ResumableSweeper(Sweeper):
         todo = [n for n in range(len(jobs)) if n not in done]
         log.info("Resuming %s: %d of %d jobs completed; running %s", sweep_dir, len(jobs) - len(todo),
                  len(jobs), " ".join(f"#{n}" for n in todo) or "none")
-        returns = []
-        for block in consecutive_runs(todo):
-            self._set_aside(sweep_dir, block)
-            batch = [[*jobs[n], f"hydra.sweep.dir={resume}"] for n in block]
-            if not getattr(launcher, "composes_jobs_first", False):  # see setup
-                Sweeper.validate_batch_is_legal(self.grid, batch)
-            returns.append(launcher.launch(batch, initial_job_idx=block[0]))
-        for results in returns:
-            for result in results:
-                _ = result.return_value  # raise the first failure, as BasicSweeper does
+        self._set_aside(sweep_dir, todo)
+        batch = {n: [*jobs[n], f"hydra.sweep.dir={resume}"] for n in todo}
+        if not getattr(launcher, "composes_jobs_first", False):  # see setup
+            Sweeper.validate_batch_is_legal(self.grid, list(batch.values()))
+        returns = [result for _, result in launch_jobs(launcher, batch)]
+        for result in returns:
+            _ = result.return_value  # raise the first failure, as BasicSweeper does
         return returns
 
     def _search(self, original: DictConfig, sweep_dir: Path, config: DictConfig) -> Any:
