@@ -247,6 +247,20 @@ class Regressor(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
 
+def stepped(module, epochs: int) -> tuple:
+    """(optimizer, lr scheduler or None) of a Regressor's configure_optimizers, the scheduler
+    stepped once an epoch for `epochs` epochs, as a single run steps it (the optimizer's lr is
+    the scheduler's): what a single run's checkpoint after `epochs` epochs holds of them."""
+    configured = module.configure_optimizers()
+    if not isinstance(configured, dict):
+        return configured, None
+    optimizer, scheduler = configured["optimizer"], configured["lr_scheduler"]["scheduler"]
+    for _ in range(epochs):
+        optimizer.step()  # no gradients, so no change: torch's scheduler warns unless it was called
+        scheduler.step()
+    return optimizer, scheduler
+
+
 def load_regressor(path):
     """(Regressor, epochs trained) from a checkpoint, on the CPU, in the dtype it was saved in
     (float64 after trainer.precision=64), so its predictions are those the run computed."""

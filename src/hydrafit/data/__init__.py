@@ -277,10 +277,7 @@ def from_csv(path: str, x: str | int, y: str | int, seed: int, val_fraction: flo
     file = Path(to_absolute_path(path))
     if not file.is_file():
         raise ConfigError(f"dataset.path: no file '{path}' (looked for {file})")
-    hint = "; fix the file, or drop such rows with dataset.drop_invalid=true"
-    columns = {"dataset.x": x, "dataset.y": y}
-    points = torch.from_numpy(read_columns(file, columns, "dataset.path", drop_invalid, hint,
-                                           encoding, delimiter, decimal))
+    points = read_points(file, file.stat().st_mtime_ns, x, y, drop_invalid, encoding, delimiter, decimal)
     n_train = len(points) - round(val_fraction * len(points))
     if n_train < 2:
         raise ConfigError(f"dataset.path: {file.name} has {len(points)} usable rows; with "
@@ -289,6 +286,16 @@ def from_csv(path: str, x: str | int, y: str | int, seed: int, val_fraction: flo
     return PointsDataModule(points[:, :1].float(), points[:, 1:].float(), seed, None, batch_size,
                             val_fraction, baseline_degree, standardize, labels,
                             steps_per_batch=steps_per_batch)
+
+
+@functools.lru_cache(maxsize=8)
+def read_points(file: Path, mtime_ns: int, x, y, drop_invalid: bool, encoding, delimiter, decimal):
+    """The (x, y) rows of a CSV file (csvfile.read_columns), read once per process and file
+    version, as a tensor: the members of a population (hydra/launcher=vectorized) each build
+    their data from the same file. Shared: callers copy what they change (from_csv's slices do)."""
+    hint = "; fix the file, or drop such rows with dataset.drop_invalid=true"
+    return torch.from_numpy(read_columns(file, {"dataset.x": x, "dataset.y": y}, "dataset.path", drop_invalid,
+                                         hint, encoding, delimiter, decimal))
 
 
 def load_dataset(dataset, seed: int):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from hydrafit.report.checkpoint import stepped
+from hydrafit.models import stepped
 
 KINDS = {"torch.optim.Adam": "adam", "torch.optim.AdamW": "adamw", "torch.optim.SGD": "sgd"}
 # Hyperparameters each kind takes per member; any other optimizer key keeps a job out of populations.

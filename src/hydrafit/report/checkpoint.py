@@ -12,6 +12,7 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from hydrafit.compat.lightning import due_this_epoch, saves_on_batches
+from hydrafit.models import stepped
 from hydrafit.report.status import run_status
 from hydrafit.rundir.files import write_atomic
 
@@ -77,16 +78,3 @@ def member_checkpoint(module, state: dict) -> dict:
             "lr_schedulers": [scheduler.state_dict()] if scheduler is not None else [],
             "hyper_parameters": dict(module.hparams)}
 
-
-def stepped(module, epochs: int) -> tuple:
-    """(optimizer, lr scheduler or None) of a Regressor's configure_optimizers, the scheduler
-    stepped once an epoch for `epochs` epochs, as a single run steps it (the optimizer's lr is
-    the scheduler's): what a single run's checkpoint after `epochs` epochs holds of them."""
-    configured = module.configure_optimizers()
-    if not isinstance(configured, dict):
-        return configured, None
-    optimizer, scheduler = configured["optimizer"], configured["lr_scheduler"]["scheduler"]
-    for _ in range(epochs):
-        optimizer.step()  # no gradients, so no change: torch's scheduler warns unless it was called
-        scheduler.step()
-    return optimizer, scheduler
