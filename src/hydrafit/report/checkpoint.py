@@ -59,18 +59,23 @@ def save_checkpoint(member, outcome, k: int, dirpath: Path) -> None:
     if not states:
         return
     dirpath.mkdir(parents=True, exist_ok=True)
+    built: dict = {}  # (optimizer, scheduler) by epochs: configure_optimizers costs ~1 ms
     for name, state in states.items():
         buffer = io.BytesIO()
-        torch.save(member_checkpoint(member.module, state), buffer)
+        torch.save(member_checkpoint(member.module, state, built), buffer)
         write_atomic(dirpath / f"{name}.ckpt", buffer.getvalue())
 
 
-def member_checkpoint(module, state: dict) -> dict:
+def member_checkpoint(module, state: dict, built: dict) -> dict:
     """The checkpoint dict of a member's `state` (template, params, optimizer state): its
     Regressor's keys and hyperparameters, its optimizer and lr scheduler (its own
-    configure_optimizers, the scheduler stepped to the state's epoch) in torch's formats."""
+    configure_optimizers, the scheduler stepped to the state's epoch) in torch's formats.
+    `built`: the optimizers and schedulers made so far for this member, by epoch."""
     epochs = state["template"]["loops"]["fit_loop"]["epoch_progress"]["total"]["processed"]
-    optimizer, scheduler = stepped(module, epochs)
+    key = epochs if module.hparams.scheduler else 0  # without a schedule every epoch's is the same
+    if key not in built:
+        built[key] = stepped(module, epochs)
+    optimizer, scheduler = built[key]
     optimizer.load_state_dict({"state": state["optimizer"], "param_groups": optimizer.state_dict()["param_groups"]})
     prefix = "net.net." if module.hparams.scaling else "net."  # models.Standardized wraps the net
     return {**state["template"], "state_dict": {prefix + n: v for n, v in state["params"].items()},
