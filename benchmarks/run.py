@@ -1,6 +1,6 @@
 """`make bench`: hydrafit against its baselines, row by row, in one run.
 
-    python -m benchmarks.run                       # all targets, ~3 min on 2 cores
+    python -m benchmarks.run                       # all targets, ~10 min on 2 cores
     python -m benchmarks.run --only t1,t3          # some of them
     python -m benchmarks.run --quick --out /tmp/r.md   # tiny sizes: checks the paths, not speed
     python -m benchmarks.run --threads 0           # torch's own thread count (default here: 1)
@@ -22,22 +22,26 @@ from pathlib import Path
 
 # in_process and plain import torch and Lightning (~4 s): the targets that use them import them,
 # so that --help answers at once.
-from benchmarks import processes, sweep_overhead
+from benchmarks import peers, processes, sweep_overhead
 
 RESULTS = Path(__file__).with_name("results.md")
 MEASURED: dict[str, float] = {}  # figures one benchmark passes to another's row
+# Rows 6 and 7 run the same lr x seed grids (lrs: how many of LRS; seeds: the 48- and the 480-job
+# grid's), so that the vectorised sweep's time in one row can be read against the other's.
+VEC_GRID, VEC_GRID_QUICK = dict(lrs=8, seeds=(6, 60)), dict(lrs=2, seeds=(1, 2))
 SWEEP_GRID = {"optimizer.lr": ["0.003", "0.01", "0.03", "0.1"], "model.hidden_dims": ["[16]", "[32]"]}
 FULL = {"t1": dict(short=250, long=2250, repeats=5), "t2": dict(args=[], epochs=250, repeats=3),
         "t3": dict(n_points=1_000_000, batch_size=4096, repeats=3),
         "t4": dict(grid=SWEEP_GRID, common=[]), "plot": dict(epochs=250, repeats=3),
         "cli": dict(repeats=3), "overhead": dict(sizes=[10, 100, 1000]),
-        "vec": dict(lrs=8, seeds=(6, 60), common=[])}
+        "vec": dict(**VEC_GRID, common=[]), "peers": dict(**VEC_GRID, epochs=250, repeats=(3, 1))}
 QUICK = {"t1": dict(short=5, long=15, repeats=1),
          "t2": dict(args=["trainer.max_epochs=5"], epochs=5, repeats=1),
          "t3": dict(n_points=20_000, batch_size=4096, repeats=1),
          "t4": dict(grid={"seed": ["1"]}, common=["trainer.max_epochs=5"]),  # 1 job: 1 process less
          "plot": dict(epochs=10, repeats=1), "cli": dict(repeats=1), "overhead": dict(sizes=[10, 100]),
-         "vec": dict(lrs=2, seeds=(1, 2), common=["trainer.max_epochs=5"])}
+         "vec": dict(**VEC_GRID_QUICK, common=["trainer.max_epochs=5"]),
+         "peers": dict(**VEC_GRID_QUICK, epochs=20, repeats=(1, 1))}
 LRS = ["0.001", "0.002", "0.003", "0.005", "0.01", "0.02", "0.03", "0.05"]
 
 
@@ -151,6 +155,40 @@ def vectorized_rows(lrs: int, seeds: tuple[int, int], common: list[str]) -> list
     return rows
 
 
+PEERS = {"plain": ("plain loop", ("benchmarks/peer_plain.py, a plain PyTorch loop: one net after "
+                                  "another, torch.manual_seed per job")),
+         "optuna": ("Optuna", ("benchmarks/peer_optuna.py: Optuna's GridSampler over (lr, seed), "
+                               "study.optimize(n_jobs=1), in-memory storage, the plain loop's job as objective"))}
+
+
+def peer_rows(lrs: int, seeds: tuple[int, int], epochs: int, repeats: tuple[int, int]) -> list[Row]:
+    """Row 7: row 6's two grids written with each peer, against hydrafit's vectorised sweep, every
+    program a whole process timed in this run (benchmarks/peers.py). The goals are against the
+    plain loop, the floor of what a user could write by hand; Optuna's ratio is context."""
+    rows = []
+    for n_seeds, rounds, (label, goal) in zip(seeds, repeats, ((48, 1.5), (480, 4))):
+        times, jobs = peers.grid(LRS[:lrs], n_seeds, epochs, rounds), lrs * n_seeds
+        ours_s, ours_mb = times["hydrafit"]
+        how = f"whole runs, fastest of {rounds}" if rounds > 1 else "whole runs, one each"
+        command = (f"`hydrafit-train -m hydra/launcher=vectorized optimizer.lr=<{lrs} values> "
+                   f"seed=range(1,{n_seeds + 1}) ~callbacks.progress_bar` (row 6's command; every run "
+                   "directory written)")
+        for peer, (name, what) in PEERS.items():
+            target, goal_text = f"7. Peers, {label} jobs: {name}", f"≥ {goal}×" if peer == "plain" else "context"
+            compared = (f"s and peak MB, process start to exit with imports, {jobs} fits of {epochs} "
+                        f"full-batch epochs ({how}): {what}, writing nothing, vs {command}")
+            ours = f"{ours_s:.1f} s, {ours_mb:.0f} MB"
+            if peer not in times:
+                rows.append(Row(target, compared, "–", ours, "–", goal_text,
+                                "not measured: optuna is not installed (the sweeps extra)"))
+                continue
+            base_s, base_mb = times[peer]
+            ratio, met = judged(base_s / ours_s, goal, at_most=False)
+            rows.append(Row(target, compared, f"{base_s:.1f} s, {base_mb:.0f} MB", ours,
+                            f"{ratio}× faster", goal_text, met if peer == "plain" else "–"))
+    return rows
+
+
 def device_name(device: str) -> str:
     import torch
 
@@ -234,7 +272,7 @@ BENCHMARKS = {"t1": lambda s: [target1(**s["t1"])], "t2": lambda s: [target2(**s
               "t3": lambda s: target3(**s["t3"]), "t4": lambda s: [target4(**s["t4"])],
               "t5": lambda s: [gpu_row(s["t3"])], "plot": lambda s: plot_rows(**s["plot"]),
               "cli": lambda s: cli_rows(**s["cli"]), "overhead": lambda s: overhead_rows(**s["overhead"]),
-              "vec": lambda s: vectorized_rows(**s["vec"])}
+              "vec": lambda s: vectorized_rows(**s["vec"]), "peers": lambda s: peer_rows(**s["peers"])}
 
 
 def main(argv: list[str] | None = None) -> int:
