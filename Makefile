@@ -31,7 +31,7 @@ PYTEST_ARGS ?= -n 2 --dist loadfile
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# The benchmark rows, baseline vs hydrafit, ~6 min; writes benchmarks/results.md (BENCH_ARGS=--quick: tiny)
+# The benchmark rows, baseline vs hydrafit, ~14 min; writes benchmarks/results.md (BENCH_ARGS=--quick: tiny)
 .PHONY: bench
 bench: install
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)

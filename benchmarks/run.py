@@ -1,6 +1,6 @@
 """`make bench`: hydrafit against its baselines, row by row, in one run.
 
-    python -m benchmarks.run                       # all targets, ~10 min on 2 cores
+    python -m benchmarks.run                       # all targets, ~14 min on 2 cores
     python -m benchmarks.run --only t1,t3          # some of them
     python -m benchmarks.run --quick --out /tmp/r.md   # tiny sizes: checks the paths, not speed
     python -m benchmarks.run --threads 0           # torch's own thread count (default here: 1)
@@ -22,7 +22,7 @@ from pathlib import Path
 
 # in_process and plain import torch and Lightning (~4 s): the targets that use them import them,
 # so that --help answers at once.
-from benchmarks import peers, processes, sweep_overhead
+from benchmarks import peers, populations, processes, sweep_overhead
 
 RESULTS = Path(__file__).with_name("results.md")
 MEASURED: dict[str, float] = {}  # figures one benchmark passes to another's row
@@ -30,19 +30,23 @@ MEASURED: dict[str, float] = {}  # figures one benchmark passes to another's row
 # grid's), so that the vectorised sweep's time in one row can be read against the other's.
 VEC_GRID, VEC_GRID_QUICK = dict(lrs=8, seeds=(6, 60)), dict(lrs=2, seeds=(1, 2))
 SWEEP_GRID = {"optimizer.lr": ["0.003", "0.01", "0.03", "0.1"], "model.hidden_dims": ["[16]", "[32]"]}
+LRS = ["0.001", "0.002", "0.003", "0.005", "0.01", "0.02", "0.03", "0.05"]
 FULL = {"t1": dict(short=250, long=2250, repeats=5), "t2": dict(args=[], epochs=250, repeats=3),
         "t3": dict(n_points=1_000_000, batch_size=4096, repeats=3),
         "t4": dict(grid=SWEEP_GRID, common=[]), "plot": dict(epochs=250, repeats=3),
         "cli": dict(repeats=3), "overhead": dict(sizes=[10, 100, 1000]),
-        "vec": dict(**VEC_GRID, common=[]), "peers": dict(**VEC_GRID, epochs=250, repeats=(3, 1))}
+        "vec": dict(**VEC_GRID, common=[]), "peers": dict(**VEC_GRID, epochs=250, repeats=(3, 1)),
+        "pop": dict(lrs=LRS[:8], seeds=6, shape_lrs=["0.001", "0.003", "0.01", "0.03", "0.1"],
+                    widths=["[8]", "[16]", "[32]", "[64]"], shape_seeds=12, epochs=250, repeats=3, common=[])}
 QUICK = {"t1": dict(short=5, long=15, repeats=1),
          "t2": dict(args=["trainer.max_epochs=5"], epochs=5, repeats=1),
          "t3": dict(n_points=20_000, batch_size=4096, repeats=1),
          "t4": dict(grid={"seed": ["1"]}, common=["trainer.max_epochs=5"]),  # 1 job: 1 process less
          "plot": dict(epochs=10, repeats=1), "cli": dict(repeats=1), "overhead": dict(sizes=[10, 100]),
          "vec": dict(**VEC_GRID_QUICK, common=["trainer.max_epochs=5"]),
-         "peers": dict(**VEC_GRID_QUICK, epochs=20, repeats=(1, 1))}
-LRS = ["0.001", "0.002", "0.003", "0.005", "0.01", "0.02", "0.03", "0.05"]
+         "peers": dict(**VEC_GRID_QUICK, epochs=20, repeats=(1, 1)),
+         "pop": dict(lrs=["0.01", "0.03"], seeds=1, shape_lrs=["0.01"], widths=["[8]", "[16]"], shape_seeds=2,
+                     epochs=5, repeats=1, common=["trainer.max_epochs=5"])}
 
 
 @dataclass
@@ -189,6 +193,37 @@ def peer_rows(lrs: int, seeds: tuple[int, int], epochs: int, repeats: tuple[int,
     return rows
 
 
+def population_rows(lrs: list[str], seeds: int, shape_lrs: list[str], widths: list[str], shape_seeds: int,
+                    epochs: int, repeats: int, common: list[str]) -> list[Row]:
+    """Row 8 (benchmarks/populations.py): a sweep of the user's own CSV file and a grid of shapes,
+    each one population, against the basic launcher; a single CSV run's epoch against the default
+    run's."""
+    csv = populations.own_data(lrs, seeds, common)
+    (basic_s, basic_mb), (vec_s, vec_mb) = csv["basic"], csv["vectorized"]
+    speedup, met = judged(basic_s / vec_s, 10, at_most=False)
+    rows = [Row("8. Own data, 48 jobs", f"s and peak MB, `hydrafit-train -m dataset=csv dataset.path=temperature.csv "
+                f"optimizer.lr=<{len(lrs)} values> seed=range(1,{seeds + 1})` ({csv['jobs']} jobs, standardised, "
+                "20% validation split): basic launcher vs hydra/launcher=vectorized (both measured)",
+                f"{basic_s:.1f} s, {basic_mb:.0f} MB", f"{vec_s:.1f} s, {vec_mb:.0f} MB", f"{speedup}× faster", "≥ 10×", met)]
+    grid = populations.shapes(shape_lrs, widths, ["relu", "tanh"], shape_seeds, common)
+    (slice_s, slice_mb), (vec_s, vec_mb) = grid["basic_slice"], grid["vectorized"]
+    basic_s = slice_s * grid["seeds"]
+    speedup, met = judged(basic_s / vec_s, 30, at_most=False)
+    rows.append(Row("8. Shapes, 480 jobs", f"s and peak MB, `hydrafit-train -m optimizer.lr=<{len(shape_lrs)} values> "
+                    f"model.hidden_dims={','.join(widths)} model.activation=relu,tanh seed=range(1,{shape_seeds + 1})` "
+                    f"({grid['jobs']} jobs): basic launcher (extrapolated: its seed=1 slice, {slice_s:.1f} s, "
+                    f"x {grid['seeds']}) vs hydra/launcher=vectorized",
+                    f"{basic_s:.1f} s, {slice_mb:.0f} MB (the slice's)", f"{vec_s:.1f} s, {vec_mb:.0f} MB",
+                    f"{speedup}× faster", "≥ 30×", met))
+    default_ms, csv_ms = populations.single_csv(epochs, repeats)
+    ratio, met = judged(csv_ms / default_ms, 1.5, at_most=True)
+    rows.append(Row("8. Own data, one run", f"ms of fit an epoch (metrics.json's fit_seconds / epochs, fastest of "
+                    f"{repeats}, alternated): `hydrafit-train` (128 points) vs the CSV run of temperature.csv "
+                    "(292 training rows, standardised, 73 validated every epoch)",
+                    f"{default_ms:.2f} ms", f"{csv_ms:.2f} ms", f"{ratio}× the default run's", "≤ 1.5×", met))
+    return rows
+
+
 def device_name(device: str) -> str:
     import torch
 
@@ -272,7 +307,8 @@ BENCHMARKS = {"t1": lambda s: [target1(**s["t1"])], "t2": lambda s: [target2(**s
               "t3": lambda s: target3(**s["t3"]), "t4": lambda s: [target4(**s["t4"])],
               "t5": lambda s: [gpu_row(s["t3"])], "plot": lambda s: plot_rows(**s["plot"]),
               "cli": lambda s: cli_rows(**s["cli"]), "overhead": lambda s: overhead_rows(**s["overhead"]),
-              "vec": lambda s: vectorized_rows(**s["vec"]), "peers": lambda s: peer_rows(**s["peers"])}
+              "vec": lambda s: vectorized_rows(**s["vec"]), "peers": lambda s: peer_rows(**s["peers"]),
+              "pop": lambda s: population_rows(**s["pop"])}
 
 
 def main(argv: list[str] | None = None) -> int:

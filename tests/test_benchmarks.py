@@ -19,7 +19,8 @@ ROWS = {"t1": ["1. Seed, per epoch"], "t2": ["2. Whole default run"], "t3": ["3.
         "cli": ["`hydrafit-train --help`", "`hydrafit-train --cfg job`"],
         "overhead": ["Sweep bookkeeping, 10 jobs", "Sweep bookkeeping, 100 jobs"],
         "vec": ["6. Vectorised sweep, 48 jobs", "6. Vectorised sweep, 480 jobs"],
-        "peers": [f"7. Peers, {n} jobs: {peer}" for n in (48, 480) for peer in ("plain loop", "Optuna")]}
+        "peers": [f"7. Peers, {n} jobs: {peer}" for n in (48, 480) for peer in ("plain loop", "Optuna")],
+        "pop": ["8. Own data, 48 jobs", "8. Shapes, 480 jobs", "8. Own data, one run"]}
 
 
 @pytest.fixture(scope="module")

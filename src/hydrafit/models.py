@@ -240,11 +240,24 @@ class Regressor(pl.LightningModule):
         self._unlogged, self._next_log = [], time.monotonic() + 1.0
 
     def configure_optimizers(self):
-        optimizer = instantiate(self.hparams.optimizer, _convert_="all")(params=self.parameters())
+        optimizer = partial_of(self.hparams.optimizer)(params=self.parameters())
         if not self.hparams.scheduler:
             return optimizer
-        scheduler = instantiate(self.hparams.scheduler, _convert_="all")(optimizer=optimizer)
+        scheduler = partial_of(self.hparams.scheduler)(optimizer=optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+
+PARTIALS: dict[str, partial] = {}  # partial_of's, by the config's repr
+
+
+def partial_of(config: dict) -> partial:
+    """The `_partial_` of a resolved optimizer or scheduler config, instantiated once per config
+    and process: Hydra's instantiate takes ~1 ms, and a population's writers make two optimizers
+    for each of hundreds of members (stepped)."""
+    key = repr(config)
+    if key not in PARTIALS:
+        PARTIALS[key] = instantiate(config, _convert_="all")
+    return PARTIALS[key]
 
 
 def stepped(module, epochs: int) -> tuple:
