@@ -7,7 +7,6 @@ Run: .venv/bin/python -m pytest tests/test_optuna.py -q   (about 2 minutes on 2 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys

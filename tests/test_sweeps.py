@@ -6,7 +6,6 @@ Run: .venv/bin/python -m pytest tests/test_sweeps.py -q   (about a minute on 2 c
 from __future__ import annotations
 
 import csv
-import os
 import re
 import shlex
 import shutil

@@ -5,11 +5,12 @@ trained as one stacked model in one Lightning fit (hydra/launcher=vectorized).
 
 Each member is built exactly as its single run builds it (hydrafit.engine.single.build_model: the
 same seed, data noise, scaling, initial weights and shuffling); the members' parameters are then
-stacked along a leading member dimension (hydrafit.engine.stacked, padded where widths differ)
+stacked along a leading member dimension, one stack per architecture (hydrafit.engine.stacked),
 and trained together through vmap, each with its own loss, optimizer state, hyperparameters,
-learning-rate schedule, gradient clipping and number of epochs (hydrafit.engine.memberwise). Why: a small net's step costs little next to Lightning's per-epoch
-work (~1-2 ms an epoch), which a population pays once for all its members. fit returns an
-Outcome; hydrafit.report.member writes each member's run directory from it.
+learning-rate schedule, gradient clipping and number of epochs (hydrafit.engine.memberwise).
+Why: a small net's step costs little next to Lightning's per-epoch work (~1-2 ms an epoch),
+which a population pays once for all its members. fit returns an Outcome;
+hydrafit.report.member writes each member's run directory from it.
 """
 from __future__ import annotations
 
@@ -26,7 +27,6 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
-from torch.func import vmap
 
 from hydrafit.compat.lightning import fit_state
 from hydrafit.compat.tensorboard import fast_event_checksums
