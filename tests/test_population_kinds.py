@@ -118,6 +118,9 @@ def test_own_data_is_one_population_equal_to_its_single_runs(own_data):
     (vec_dir, log), (basic_dir, _) = runs["vectorized"], runs["basic"]
     assert "vectorized: 4 jobs -> 1 population of 4" in log and "runs alone" not in log
     assert same_runs(vec_dir, basic_dir, ("train/mse", "val/mse")) == 4
+    from PIL import Image  # each member's fit.png, drawn on the population's shared axes
+
+    assert Image.open(vec_dir / "0" / "fit.png").size == Image.open(basic_dir / "0" / "fit.png").size
     checkpoint = torch.load(vec_dir / "0" / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["hyper_parameters"]["scaling"] == torch.load(
         basic_dir / "0" / "checkpoints" / "last.ckpt", weights_only=True)["hyper_parameters"]["scaling"]

@@ -82,7 +82,8 @@ def shared_limits(arguments: list[dict]) -> tuple[tuple[float, float], tuple[flo
     of every member, with matplotlib's 5% margins. A prediction beyond them is cut at the frame,
     so that one wild member does not squash every figure of the sweep."""
     xs = np.concatenate([np.concatenate([a["grid"], a["x"]]) for a in arguments])
-    ys = np.concatenate([np.concatenate([a["truth"], a["y"], a["y_val"]]) for a in arguments])
+    ys = np.concatenate([np.concatenate([a["y"], a["y_val"], *([] if a["truth"] is None else [a["truth"]])])
+                         for a in arguments])
     xs, ys = xs[np.isfinite(xs)], ys[np.isfinite(ys)]
 
     def padded(lo: float, hi: float) -> tuple[float, float]:
@@ -99,7 +100,7 @@ def fit_png(arguments: dict, limits) -> bytes:
     an image, not ~90 (most of a figure's time is laying out its text; a title's 28 glyphs took
     ~10 ms) on this project's CPU."""
     key = (limits, arguments["truth_label"], len(arguments["x"]), len(arguments["x_val"]),
-           arguments["baseline"] is None, arguments["grid"][0], arguments["grid"][-1])
+           arguments["baseline"] is None, arguments["grid"][0], arguments["grid"][-1], arguments.get("axis_labels"))
     if key not in _drawn:
         _drawn.clear()
         _drawn[key] = Backdrop(arguments, limits)

@@ -24,8 +24,6 @@ from hydrafit.rundir.files import write_atomic
 def draw_fit(net, datamodule, epoch: int, fig=None):
     """The truth / data / prediction / baseline figure of `net` on `datamodule`; given `fig`,
     an earlier one of them, only its prediction and title are redrawn (refit_figure)."""
-    if datamodule.truth is None:
-        return draw_data_fit(net, datamodule, epoch, fig)
     arguments = fit_arguments(net, datamodule, epoch)
     if fig is not None:
         return refit_figure(fig, arguments["prediction"], arguments["title"])
@@ -33,34 +31,25 @@ def draw_fit(net, datamodule, epoch: int, fig=None):
 
 
 def fit_arguments(net, datamodule, epoch: int) -> dict:
-    """plotting.fit_figure's arguments for `net` on `datamodule` (data with a true function),
-    as numpy arrays: a population's members are drawn in worker processes that need no torch."""
+    """plotting.fit_figure's arguments for `net` on `datamodule`, as numpy arrays: a population's
+    members are drawn in worker processes that need no torch. Data with a true function is
+    titled by the truth RMSE; data without one (dataset=csv) by the train (and val) MSE, its
+    axes named after its columns."""
     dm, grid = datamodule, datamodule.grid()
-    truth, prediction, baseline = dm.truth(grid), predict(net, grid), dm.baseline
-    rmse = torch.sqrt(torch.mean((prediction - truth) ** 2)).item()
+    prediction, baseline = predict(net, grid), dm.baseline
+    if dm.truth is None:
+        truth, metrics = None, final_metrics(net, dm)
+        title = f"epoch {epoch}: train MSE {metrics['train/mse']:.4g}"
+        title += f", val MSE {metrics['val/mse']:.4g}" if "val/mse" in metrics else ""
+    else:
+        truth = dm.truth(grid)
+        title = f"epoch {epoch}: truth RMSE {torch.sqrt(torch.mean((prediction - truth) ** 2)).item():.4f}"
     return dict(
-        grid=grid.ravel().numpy(), truth=truth.ravel().numpy(), x=dm.x_train.cpu().ravel().numpy(),
-        y=dm.y_train.cpu().ravel().numpy(), prediction=prediction.ravel().numpy(),
+        grid=grid.ravel().numpy(), truth=None if truth is None else truth.ravel().numpy(),
+        x=dm.x_train.cpu().ravel().numpy(), y=dm.y_train.cpu().ravel().numpy(), prediction=prediction.ravel().numpy(),
         baseline=None if baseline is None else baseline(grid.double()).ravel().numpy(),
-        title=f"epoch {epoch}: truth RMSE {rmse:.4f}", truth_label=str(dm.truth),
+        title=title, truth_label=str(dm.truth), axis_labels=getattr(dm, "axis_labels", ("x", "y")),
         x_val=dm.x_val.cpu().ravel().numpy(), y_val=dm.y_val.cpu().ravel().numpy())
-
-
-def draw_data_fit(net, datamodule, epoch: int, fig=None):
-    """draw_fit for data without a known true function (dataset=csv): data, prediction and
-    baseline in the data's units, axes named after its columns, the train (and val) MSE on top."""
-    dm, grid = datamodule, datamodule.grid()
-    prediction, baseline, metrics = predict(net, grid), dm.baseline, final_metrics(net, dm)
-    title = f"epoch {epoch}: train MSE {metrics['train/mse']:.4g}"
-    if "val/mse" in metrics:
-        title += f", val MSE {metrics['val/mse']:.4g}"
-    if fig is not None:
-        return refit_figure(fig, prediction.ravel(), title)
-    return fit_figure(
-        grid.ravel(), None, dm.x_train.cpu().ravel(), dm.y_train.cpu().ravel(), prediction.ravel(),
-        None if baseline is None else baseline(grid.double()).ravel(), title=title,
-        x_val=dm.x_val.cpu().ravel(), y_val=dm.y_val.cpu().ravel(),
-        axis_labels=getattr(dm, "axis_labels", ("x", "y")))
 
 
 class FitPlot(pl.Callback):
@@ -113,11 +102,7 @@ def write_fit_png(run_dir: Path, image: bytes) -> None:
 
 def fit_images(members: list, outcome) -> list:
     """Each member's final fit figure as PNG, one callable a member that renders it where its run
-    directory is written: on axes shared by the population (plotting.fit_png, ~20 ms an image);
-    for data without a true function (dataset=csv), each as its single run draws it."""
-    if any(m.datamodule.truth is None for m in members):
-        return [partial(lambda m, k: png(draw_fit(m.module.net, m.datamodule, outcome.epochs_of(k))), m, k)
-                for k, m in enumerate(members)]
+    directory is written: on axes shared by the population (plotting.fit_png, ~20 ms an image)."""
     arguments = [fit_arguments(m.module.net, m.datamodule, outcome.epochs_of(k)) for k, m in enumerate(members)]
     limits = shared_limits(arguments)
     return [partial(fit_png, a, limits) for a in arguments]
