@@ -17,7 +17,7 @@ from hydrafit.config.view import KEYS, RunView
 GROUPS = ("callbacks", "dataset", "experiment", "hparams_search", "logger", "model", "optimizer", "scheduler",
           "trainer")
 # Keys the view reads with a default, which conf/ need not set (Lightning's Trainer defaults).
-OPTIONAL = {"trainer.profiler", "trainer.accumulate_grad_batches", "trainer.gradient_clip_algorithm", "trainer.strategy", "resume_sweep"}
+OPTIONAL = {"trainer.profiler", "trainer.accumulate_grad_batches", "trainer.gradient_clip_algorithm", "trainer.check_val_every_n_epoch", "trainer.strategy", "resume_sweep"}
 
 
 def options() -> list[list[str]]:

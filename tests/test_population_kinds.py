@@ -136,3 +136,13 @@ def test_widths_depths_and_activations_are_one_population_of_stacks(tmp_path):
     for n in range(4):
         mine, alone = read_metrics(tmp_path / "vec" / str(n)), read_metrics(tmp_path / "basic" / str(n))
         assert (mine["train/mse"], mine["truth/rmse"]) == (alone["train/mse"], alone["truth/rmse"]), n
+
+
+def test_members_validate_on_the_epochs_a_single_run_does(tmp_path):
+    run_cli("-m", "hydra/launcher=vectorized", "seed=1,2", "dataset.val_fraction=0.2", "trainer.max_epochs=7",
+            "+trainer.check_val_every_n_epoch=3", *QUIET, f"hydra.sweep.dir={tmp_path / 's'}", cwd=tmp_path)
+    (events,) = (tmp_path / "s" / "1" / "tensorboard").iterdir()
+    tb = EventAccumulator(str(events), size_guidance={"scalars": 0})
+    tb.Reload()
+    assert [e.step for e in tb.Scalars("val/loss")] == [2, 5]
+    assert len(tb.Scalars("train/loss")) == 7

@@ -21,7 +21,7 @@ KEYS = (
     "optimizer.lr", "scheduler",
     "trainer.max_epochs", "trainer.default_root_dir", "trainer.profiler", "trainer.accelerator", "trainer.precision",
     "trainer.deterministic", "trainer.gradient_clip_val", "trainer.gradient_clip_algorithm",
-    "trainer.accumulate_grad_batches",
+    "trainer.accumulate_grad_batches", "trainer.check_val_every_n_epoch",
     "trainer.strategy", "trainer.devices",
     "callbacks", "callbacks.metrics_file.dirpath", "callbacks.model_checkpoint.dirpath",
     "callbacks.model_checkpoint.every_n_epochs", "callbacks.model_checkpoint.monitor",
@@ -85,6 +85,7 @@ class RunView:
     profiler: bool                  # trainer.profiler is set: Lightning's own, not NoProfiler
     one_device: bool                # devices 1 and no DDP strategy
     accumulates: bool               # trainer.accumulate_grad_batches != 1
+    val_every: int                  # trainer.check_val_every_n_epoch: the epochs val/loss is logged at
     gradient_clip_val: float | None  # trainer.gradient_clip_val (None or 0: no clipping)
     gradient_clip_algorithm: str    # trainer.gradient_clip_algorithm, Lightning's default "norm"
     callbacks: CallbacksView
@@ -106,6 +107,7 @@ class RunView:
             scheduler=bool(cfg.get("scheduler")), profiler=bool(trainer.get("profiler")),
             one_device="ddp" not in str(trainer.get("strategy", "")) and trainer.get("devices", 1) in (1, "1"),
             accumulates=trainer.get("accumulate_grad_batches", 1) != 1,
+            val_every=int(trainer.get("check_val_every_n_epoch") or 1),
             gradient_clip_val=float(trainer.get("gradient_clip_val") or 0) or None,
             gradient_clip_algorithm=str(trainer.get("gradient_clip_algorithm") or "norm"),
             callbacks=CallbacksView.of(cfg.get("callbacks")))

@@ -48,8 +48,9 @@ def write_member(member, outcome, k: int, image) -> float | None:
     log_hyperparameters(loggers, cfg, metric_names(datamodule))
     steps = [(epoch + 1) * outcome.steps_per_epoch - 1 for epoch in range(epochs)]
     log_scalars(loggers, "train/loss", outcome.losses[:epochs, k].tolist(), steps)
-    if outcome.val_losses is not None:
-        log_scalars(loggers, "val/loss", outcome.val_losses[:epochs, k].tolist(), steps)
+    if outcome.val_losses is not None:  # on the epochs a single run validates (trainer.check_val_every_n_epoch)
+        every = [e for e in range(epochs) if (e + 1) % view.val_every == 0]
+        log_scalars(loggers, "val/loss", outcome.val_losses[every, k].tolist(), [steps[e] for e in every])
     if view.callbacks.fit_image:
         png = image()  # fit_images
         log_fit_image(loggers, png, step)
