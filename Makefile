@@ -6,7 +6,7 @@ PYTHON ?= python3
 TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 
-.PHONY: train test install clean
+.PHONY: train test install ui clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,12 +23,24 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 
 install: $(VENV)/.installed
 
+# The dashboards (mlflow ui, optuna-dashboard) in an environment of their own: full mlflow
+# installs scipy, which Lightning's torchmetrics would then import in every run (~0.7 s). The
+# packages are pyproject.toml's `ui` extra, read from there.
+UI_VENV ?= .venv-ui
+$(UI_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(UI_VENV)
+	$(UI_VENV)/bin/python -m pip install --quiet $$($(UI_VENV)/bin/python -c "import tomllib; \
+		print(' '.join(p for p in tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['ui']))")
+	touch $@
+
+ui: $(UI_VENV)/.installed
+
 train: install
 	$(BIN)/hydrafit-train $(ARGS)
 
 # Two workers (pytest-xdist), each running whole test files: module fixtures are built once.
 PYTEST_ARGS ?= -n 2 --dist loadfile
-test: install
+test: install ui
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The benchmark rows, baseline vs hydrafit, ~14 min; writes benchmarks/results.md (BENCH_ARGS=--quick: tiny)
@@ -37,4 +49,4 @@ bench: install
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info
+	rm -rf $(VENV) $(UI_VENV) build src/*.egg-info

@@ -41,6 +41,11 @@ def check_mlflow_run(mlflow: MlflowClient, run, run_dir, epochs: int) -> None:
     assert open(fit_png, "rb").read() == (run_dir / "fit.png").read_bytes()
 
 
+def job_overrides(job_dir) -> list[str]:
+    """The job's overrides as Hydra recorded them (.hydra/overrides.yaml), in the command line's order."""
+    return yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text())
+
+
 @pytest.fixture(scope="module")
 def launch_dir(tmp_path_factory):
     """One launch directory, hence one store, for this module's runs: creating a store costs seconds."""
@@ -61,7 +66,7 @@ def test_mlflow_sweep_of_parallel_jobs_on_a_new_store(launch_dir):
         job_dir = tmp_path / "sweep" / run.data.tags["hydrafit.job_num"]
         assert run.data.tags["hydrafit.sweep_dir"] == str(tmp_path / "sweep")
         assert run.data.params["optimizer/lr"] == ("0.01", "0.03")[int(run.data.tags["hydrafit.job_num"])]
-        assert run.info.run_name.startswith(f"{run.data.tags['hydrafit.job_num']}: ")
+        assert run.info.run_name.startswith(f"{run.data.tags['hydrafit.job_num']}: {job_overrides(job_dir)[-1]},")
         check_mlflow_run(mlflow, run, job_dir, 20)
 
 
@@ -90,4 +95,23 @@ def test_logger_many_logs_the_run_completely_to_mlflow_tensorboard_and_csv(launc
     assert sorted(result.run_dir.iterdir()) == sorted(result.run_dir / n for n in (
         ".hydra", "checkpoints", "csv", "fit.png", "metrics.json", "tensorboard", "train.log"))
 
-
+def test_population_members_mlflow_runs_span_their_fit_and_lead_with_the_swept_keys(launch_dir):
+    """hydra/launcher=vectorized logs its members after their one fit: each member's MLflow run starts
+    when the fit started and lasts its fit_seconds (metrics.json), not the moment of writing it, and
+    its name starts with the job's swept keys, in the sweep's order (seed before optimizer.lr)."""
+    run_cli("-m", "hydra/launcher=vectorized", "logger=mlflow", "logger.experiment_name=population",
+            "trainer.max_epochs=20", "callbacks.fit_plot.n_images=0", "seed=1,2", "optimizer.lr=0.01,0.03",
+            "hydra.sweep.dir=population", cwd=launch_dir)
+    mlflow, sweep_dir = client(launch_dir), launch_dir / "population"
+    runs = mlflow.search_runs([mlflow.get_experiment_by_name("population").experiment_id])
+    assert sorted(r.data.tags["hydrafit.job_num"] for r in runs) == ["0", "1", "2", "3"]
+    assert len({(r.info.start_time, r.info.end_time) for r in runs}) == 1  # one fit
+    planned = (sweep_dir / "multirun.yaml").stat().st_mtime * 1000  # Hydra writes it before any job
+    for run in runs:
+        job_dir = sweep_dir / run.data.tags["hydrafit.job_num"]
+        seed, lr = [o for o in job_overrides(job_dir) if o.startswith(("seed=", "optimizer.lr="))]
+        assert run.info.run_name.startswith(f"{run.data.tags['hydrafit.job_num']}: {seed},{lr},")
+        seconds = (run.info.end_time - run.info.start_time) / 1000
+        assert seconds == pytest.approx(read_metrics(job_dir)["fit_seconds"], abs=0.002)
+        assert planned < run.info.start_time < run.info.end_time < (job_dir / "metrics.json").stat().st_mtime * 1000
+        check_mlflow_run(mlflow, run, job_dir, 20)

@@ -379,6 +379,7 @@ def test_readme_sweeps_section_is_what_these_tests_run():
         "hydrafit-train -m hparams_search=optuna",
         f"hydrafit-train -m resume_sweep={PLACEHOLDER} hydra.sweeper.n_trials=40",  # tests/test_optuna.py
         "hydrafit-train -m hparams_search=optuna hydra.sweeper.join=true hydra.sweep.dir=outputs/search",
+        f"optuna-dashboard sqlite:///{PLACEHOLDER}/optuna.db",  # tests/test_dashboards.py
         f"tensorboard --logdir {PLACEHOLDER}",
         # run by tests/test_population.py
         "hydrafit-train -m hydra/launcher=vectorized optimizer.lr=0.01,0.03 seed=1,2,3,4",
@@ -389,7 +390,7 @@ def test_readme_sweeps_section_is_what_these_tests_run():
     assert {d.split(">")[0] for d in project["optional-dependencies"]["sweeps"]} == {
         "hydra-joblib-launcher", "hydra-submitit-launcher", "optuna"}
     assert project["scripts"]["hydrafit-sweep-report"] == "hydrafit.cli.report:report"
-    assert '-e ".[dev,sweeps,mlflow]"' in (REPO / "Makefile").read_text()
+    assert '-e ".[dev,sweeps,mlflow]"' in (REPO / "Makefile").read_text()  # the ui extra: `make ui`, its own venv
     from importlib.metadata import version
     for plugin in ("hydra-joblib-launcher", "hydra-submitit-launcher", "optuna"):
         assert version(plugin)  # installed here, as `make test` does

@@ -34,7 +34,7 @@ from hydrafit.config.preflight import check_request, check_run
 from hydrafit.config.validate import validate
 from hydrafit.report.status import RunStopped
 from hydrafit.rundir import dirs
-from hydrafit.rundir.files import write_json
+from hydrafit.rundir.files import write_failure
 from hydrafit.rundir.records import resolved_config
 
 log = logging.getLogger(__name__)
@@ -110,10 +110,8 @@ def run(cfg: DictConfig):
 
 def record_failure(error: BaseException) -> None:
     """metrics.json of a job that did not finish: `status: failed` and the error, so a sweep
-    summary (and a person) can tell it from a result."""
-    output_dir = Path(HydraConfig.get().runtime.output_dir)
-    write_json(output_dir / "metrics.json", {
-        "status": "failed", "error": f"{type(error).__name__}: {error}".strip()})
+    summary (and a person) can tell it from a result (files.write_failure: also on a full disk)."""
+    write_failure(Path(HydraConfig.get().runtime.output_dir) / "metrics.json", error)
 
 
 def optimized_value(cfg: DictConfig, trainer) -> float | None:

@@ -11,9 +11,11 @@ Hydra alone, without paying ~4 s for torch and Lightning (hydrafit.api.run impor
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import sys
 import threading
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -30,6 +32,7 @@ from hydrafit.config.expression import quote_formula
 from hydrafit.config.preflight import SWEEP_FLAGS, composition_problem, sweep_problem
 from hydrafit.engine.startup import import_lightning
 from hydrafit.report.status import RunStopped
+from hydrafit.rundir.files import DISK_ERRNOS, as_write_error
 
 
 def exits_without_teardown(entry):
@@ -112,11 +115,31 @@ def main(cfg: DictConfig) -> float | None:
             raise
         # A single run: one clear line, no traceback, nothing written beyond Hydra's .hydra/.
         refuse(str(error))
+    except OSError as error:  # run() recorded it in metrics.json, where the disk let it
+        failure = as_write_error(error, Path(HydraConfig.get().runtime.output_dir))
+        if failure is None or (multirun and failure is error):
+            raise
+        if multirun:  # SweepSummary says it in one line, its traceback goes to the job's log
+            raise failure from error
+        print(f"hydrafit-train: error: {failure}", file=sys.stderr)
+        sys.exit(1)
+
+
+def disk_errors_left_to_the_run(args) -> None:
+    """threading.excepthook: TensorBoard writes its event file from a thread of its own, whose
+    full disk its next write raises again in the run's thread, which reports it in one line (a
+    traceback here would say it first, at length). Other errors go to Python's hook."""
+    if not (isinstance(args.exc_value, OSError) and args.exc_value.errno in DISK_ERRNOS):
+        threading.__excepthook__(args)
 
 
 @exits_without_teardown  # the second an exit spends freeing objects
 def entry() -> None:
     """The console script: the plugins registered, interpolations parsed once for the process."""
+    # A log file on a full disk would print a traceback for every line logged: the write that
+    # failed is reported once, in one line (a log handler's errors are otherwise ignored).
+    logging.raiseExceptions = False
+    threading.excepthook = disk_errors_left_to_the_run
     register_plugins()
     with parsing_cached():
         main()

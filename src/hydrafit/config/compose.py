@@ -14,6 +14,7 @@ from hydrafit.config import plugins, resolvers  # noqa: F401  conf/ uses their n
 from hydrafit.config.errors import ConfigError
 from hydrafit.config.expression import quote_formula
 from hydrafit.config.preflight import composition_problem
+from hydrafit.rundir.files import write_atomic
 
 
 def compose(overrides: list[str], run_dir: str | Path | None = None) -> DictConfig:
@@ -50,9 +51,9 @@ def start(cfg: DictConfig) -> DictConfig:
     job = job_config(cfg)
     record = Path(cfg.hydra.runtime.output_dir) / str(cfg.hydra.output_subdir)
     record.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(job, record / "config.yaml")
-    OmegaConf.save(HydraConfig.instance().cfg, record / "hydra.yaml")
-    OmegaConf.save(cfg.hydra.overrides.task, record / "overrides.yaml")
+    for name, tree in (("config.yaml", job), ("hydra.yaml", HydraConfig.instance().cfg),
+                       ("overrides.yaml", cfg.hydra.overrides.task)):
+        write_atomic(record / name, OmegaConf.to_yaml(tree))  # what OmegaConf.save writes
     return job
 
 

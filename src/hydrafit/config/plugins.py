@@ -37,6 +37,12 @@ class OptunaSweeperConf:
     pruner: Any = "none"        # none | median | hyperband | {_target_: optuna.pruners.X, ...}
     sampler: Any = field(default_factory=lambda: {"_target_": "optuna.samplers.TPESampler", "seed": None})
     params: Optional[Dict[str, str]] = None  # the search space, in Hydra's sweep grammar
+    # A running trial's heartbeat, every heartbeat_interval s (null: none); a trial unheard for
+    # grace_period s (null: twice the interval) is failed and asked again, up to max_retry times in a
+    # row (null: no limit). Why these values: conf/hparams_search/optuna.yaml.
+    heartbeat_interval: Optional[int] = 60
+    grace_period: Optional[int] = 120
+    max_retry: Optional[int] = 3
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="optuna", node=OptunaSweeperConf,

@@ -70,6 +70,9 @@ class EpochProgressBar(ProgressBar):
             self._bar.close()
             self._bar = None
 
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self.on_train_end(trainer, pl_module)  # its line ends before the line that reports the error
+
 
 class GracefulStop(pl.Callback):
     """First SIGINT (Ctrl-C) or SIGTERM: finish the current epoch, then stop as if training had

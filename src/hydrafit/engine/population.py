@@ -72,6 +72,7 @@ class Outcome:
     steps_per_epoch: int
     seconds: float
     interrupted: str | None = None  # the signal that stopped the fit
+    started: float | None = None    # when the fit started, time.time(): the members' MLflow runs start then
 
     def epochs_of(self, k: int) -> int:
         """The epochs member k trained: up to where it diverged or finished, or all of the fit's."""
@@ -329,7 +330,7 @@ def fit(members: list[Member], sweep_dir: Path, spare_core: bool = False, prunin
                           enable_progress_bar=any(isinstance(c, EpochProgressBar) for c in callbacks), **profiler)
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, threads - spare_core))
-    start = time.perf_counter()
+    started, start = time.time(), time.perf_counter()
     try:
         trainer.fit(population)
     finally:
@@ -352,7 +353,7 @@ def fit(members: list[Member], sweep_dir: Path, spare_core: bool = False, prunin
         diverged=by_member(population.diverged), finished=by_member(population.finished),
         pruned=by_member(population.pruned),
         kept=by_member(population.kept), best=by_member(population.best),
-        epochs=trainer.current_epoch, steps_per_epoch=batches.steps_per_epoch(), seconds=seconds,
+        epochs=trainer.current_epoch, steps_per_epoch=batches.steps_per_epoch(), seconds=seconds, started=started,
         interrupted=stopper.received if stopper else None)
 
 

@@ -9,7 +9,6 @@ import logging
 from pathlib import Path
 
 import pytorch_lightning as pl
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
@@ -27,7 +26,9 @@ from hydrafit.metrics import metric_names
 from hydrafit.models import Regressor
 from hydrafit.report.loggers import log_hyperparameters, logger_configs, purge_step
 from hydrafit.report.status import RunStopped, run_status
-from hydrafit.rundir.records import recorded_config
+from hydrafit.rundir.checkpoints import read_last
+from hydrafit.rundir.files import read_metrics, running_process
+from hydrafit.rundir.records import recorded_config, resolved_config
 
 log = logging.getLogger(__name__)
 
@@ -122,26 +123,40 @@ def use_found_lr(cfg: DictConfig, module, trainer, lr: float) -> None:
 
 def resumed_run(cfg: DictConfig):
     """(config, checkpoint, checkpoint path) of the run directory `cfg.resume`, checked before
-    anything is written. Only trainer.max_epochs may change (to train longer)."""
-
-    if HydraConfig.get().mode == RunMode.MULTIRUN:
-        raise ConfigError("resume: continues one run; it cannot be combined with --multirun")
+    anything is written. Only trainer.max_epochs may change (to train longer). A run that died
+    (its process killed) continues as an interrupted one; one that a live process runs is
+    refused. In a sweep, a job continues only itself: resume_sweep= gives each interrupted or
+    died job with a usable last.ckpt resume=<its own directory>, with its own overrides."""
     run_dir = Path(cfg.resume)  # hydrafit.config.preflight checked it is a run dir before Hydra wrote anything
-    extra = [o for o in HydraConfig.get().overrides.task
-             if not o.startswith(("resume=", "trainer.max_epochs="))]
+    hydra = HydraConfig.get()
+    own_job = hydra.mode == RunMode.MULTIRUN and run_dir.resolve() == Path(hydra.runtime.output_dir).resolve()
+    if hydra.mode == RunMode.MULTIRUN and not own_job:
+        raise ConfigError("resume: continues one run; it cannot be combined with --multirun")
+    extra = [] if own_job else [o for o in hydra.overrides.task
+                                if not o.startswith(("resume=", "trainer.max_epochs="))]
     if extra:
         raise ConfigError(f"resume: a resumed run keeps its config; only trainer.max_epochs may be "
                           f"overridden, got {' '.join(extra)}")
-    ckpt_path = run_dir / "checkpoints" / "last.ckpt"
-    if not ckpt_path.is_file():
-        raise ConfigError(f"resume: no checkpoint to continue from ({ckpt_path} is missing)")
+    refuse_running(run_dir)
     try:  # refuse a corrupt, truncated or foreign file before training writes anything
-        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        checkpoint["state_dict"], checkpoint["global_step"], checkpoint["epoch"]
-    except Exception as error:
-        raise ConfigError(f"resume: {ckpt_path} is not a readable hydrafit checkpoint "
-                          f"({type(error).__name__})") from None
-    resumed = recorded_config(run_dir)  # its data path made absolute
-    if any(o.startswith("trainer.max_epochs=") for o in HydraConfig.get().overrides.task):
+        checkpoint, ckpt_path = read_last(run_dir)
+    except ValueError as error:
+        raise ConfigError(f"resume: {error}") from None
+    # A job: its config as it first ran, also what ${hydra:...} gave it (its TensorBoard run is named
+    # by its overrides, and this invocation's add resume=); a run: its data path made absolute.
+    resumed = resolved_config(run_dir) if own_job else recorded_config(run_dir)
+    if not own_job and any(o.startswith("trainer.max_epochs=") for o in hydra.overrides.task):
         resumed.trainer.max_epochs = cfg.trainer.max_epochs
     return resumed, checkpoint, ckpt_path
+
+
+def refuse_running(run_dir: Path) -> None:
+    """ConfigError if a live process runs `run_dir` (two fits would write one directory); a
+    run whose process died is said so in the log and continues as an interrupted one."""
+    owner = running_process(run_dir / "metrics.json")
+    if owner is not None:
+        raise ConfigError(f"resume: '{run_dir}' is still running ({owner}); wait for it to end, or stop it "
+                          f"(Ctrl-C saves its last.ckpt) and resume it then")
+    status, _, why = read_metrics(run_dir / "metrics.json")
+    if status == "died":
+        log.info("Resuming   a run that died: %s", why)

@@ -44,13 +44,15 @@ CALLBACKS = ("fit_plot", "metrics_file", "model_checkpoint", "stop_on_divergence
 
 def not_vectorized(cfg: DictConfig) -> str | None:
     """Why the job `cfg` (its composed config, without `hydra`) cannot join a population, or None."""
+    view = RunView.of(cfg)
+    if view.resume is not None:  # resume_sweep=: a population trains its members from epoch 0
+        return "continues from its last.ckpt"
     kind = KINDS.get(str(cfg.optimizer.get("_target_")))
     if kind is None:
         return f"optimizer {cfg.optimizer.get('_target_')} is not vectorised (only Adam, AdamW, SGD)"
     extra = [k for k in cfg.optimizer if not k.startswith("_") and k not in HYPERPARAMETERS[kind]]
     if extra:
         return f"optimizer.{extra[0]} is not vectorised"
-    view = RunView.of(cfg)
     scheduler = str((cfg.get("scheduler") or {}).get("_target_"))
     if view.scheduler and scheduler not in SCHEDULERS:
         return f"scheduler {scheduler} is not vectorised (only {', '.join(s.rsplit('.', 1)[1] for s in SCHEDULERS)})"

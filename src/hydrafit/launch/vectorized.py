@@ -11,6 +11,7 @@ that writes that member's results. A job that cannot join a population runs as B
 runs it. torch is imported only when a sweep launches (Hydra scans this module at startup).
 """
 # No `from __future__ import annotations`: see hydrafit.sweeps.resumable.
+import contextlib
 import gc
 import logging
 import os
@@ -32,6 +33,9 @@ from hydrafit.config.errors import ConfigError
 from hydrafit.config.validate import validate
 from hydrafit.engine.startup import import_lightning
 from hydrafit.launch.processes import forked, picklable, process_count, share
+from hydrafit.report.status import RunStopped
+from hydrafit.rundir.files import as_write_error, write_failure
+from hydrafit.rundir.owner import owner_record
 from hydrafit.rundir.records import save_record
 from hydrafit.sweeps.resumable import consecutive_runs
 
@@ -231,19 +235,13 @@ class VectorizedLauncher(Launcher):
         ret = JobReturn(overrides=list(hydra.overrides.task), cfg=tasks[i], hydra_cfg=config, working_dir=cwd)
         try:
             current(config)
-            out.mkdir(parents=True, exist_ok=True)
-            if hydra.job.chdir:
-                os.chdir(out)
-                ret.working_dir = str(out)
-            configure_log(hydra.job_logging, hydra.verbose)
-            if hydra.output_subdir is not None and not recorded:
-                save_record(config, tasks[i], out / hydra.output_subdir)
             with env_override(hydra.job.env_set):
-                callbacks.on_job_start(config=config, task_function=task)
-                try:
+                try:  # a disk that will not take the job's record fails the job, not the launcher
+                    self.enter(config, tasks[i], ret, recorded)
+                    callbacks.on_job_start(config=config, task_function=task)
                     ret.return_value, ret.status = task(tasks[i]), JobStatus.COMPLETED
                 except Exception as error:
-                    ret.return_value, ret.status = error, JobStatus.FAILED
+                    ret.return_value, ret.status = failed(error, out), JobStatus.FAILED
             ret.task_name = JobRuntime.instance().get("name")
             callbacks.on_job_end(config=config, job_return=ret)
             returns[i] = ret
@@ -253,6 +251,20 @@ class VectorizedLauncher(Launcher):
             HydraConfig.instance().cfg = original
             os.chdir(cwd)
         return None
+
+    @staticmethod
+    def enter(config: DictConfig, task: DictConfig, ret: JobReturn, recorded: bool) -> None:
+        """What run_job does before a job's task: its directory (the working one with
+        hydra.job.chdir), its job logging, its .hydra/ record (unless `recorded`)."""
+        hydra = config.hydra
+        out = Path(hydra.runtime.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        if hydra.job.chdir:
+            os.chdir(out)
+            ret.working_dir = str(out)
+        configure_log(hydra.job_logging, hydra.verbose)
+        if hydra.output_subdir is not None and not recorded:
+            save_record(config, task, out / hydra.output_subdir)
 
     def write_members(self, member_tasks: dict, configs, tasks, returns, recorded: bool) -> Optional[SystemExit]:
         """run_member for every member of a population, shared with writer processes forked from
@@ -293,12 +305,29 @@ class VectorizedLauncher(Launcher):
         def record() -> None:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, signal.SIG_IGN)
-            for i in jobs:
-                hydra = configs[i].hydra
-                if hydra.output_subdir is not None:
-                    save_record(configs[i], tasks[i], Path(hydra.runtime.output_dir) / hydra.output_subdir)
+            try:
+                for i in jobs:
+                    hydra = configs[i].hydra
+                    if hydra.output_subdir is not None:
+                        save_record(configs[i], tasks[i], Path(hydra.runtime.output_dir) / hydra.output_subdir)
+            except OSError:  # a full disk: run_member writes each record again, and fails its job
+                raise SystemExit(1)  # (an exit code, not a traceback)
 
         return forked(record)
+
+    @staticmethod
+    def record_started(members: dict, configs) -> None:
+        """Each member's metrics.json says `running`, owned by this process, which trains them."""
+        from hydrafit.report.member import write_started
+
+        owner, original = owner_record(), HydraConfig.instance().cfg
+        try:
+            for i, member in members.items():
+                current(configs[i])  # the member's paths resolve against its own job
+                with contextlib.suppress(OSError):  # a full disk: its results fail again, and say so
+                    write_started(member, owner)
+        finally:
+            HydraConfig.instance().cfg = original
 
     def run_population(self, jobs: List[int], configs, tasks, built, returns, sweep_dir: Path) -> Optional[SystemExit]:
         """Fit the members `built` (prepare) together, write each job."""
@@ -318,6 +347,7 @@ class VectorizedLauncher(Launcher):
             log.info("vectorized: training jobs %s as one population of %d", " ".join(
                 f"#{r[0]}" + (f"-#{r[-1]}" if len(r) > 1 else "") for r in numbers), len(members))
             population = list(members.values())
+            self.record_started(members, configs)
             outcome = fit(population, sweep_dir, spare_core=recorder is not None,
                           pruning=member_pruning(population, [configs[i].hydra for i in members]))
             load_results(population, outcome)
@@ -335,6 +365,16 @@ class VectorizedLauncher(Launcher):
         for i in sorted(alone):
             stop = self.run_alone(i, configs, returns) or stop
         return stop
+
+
+def failed(error: Exception, out: Path) -> Exception:
+    """A member's failure as its JobReturn holds it (a disk's error as the WriteError that names
+    the path), recorded in its metrics.json as a single run records one (hydrafit.api.run); a stop
+    (RunStopped: diverged, interrupted, pruned) is recorded there already."""
+    if isinstance(error, RunStopped):
+        return error
+    write_failure(out / "metrics.json", error)
+    return as_write_error(error, out) or error
 
 
 def current(config: DictConfig) -> None:

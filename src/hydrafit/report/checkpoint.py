@@ -10,6 +10,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from hydrafit.compat.lightning import due_this_epoch, saves_on_batches
 from hydrafit.models import stepped
@@ -22,6 +23,10 @@ class Checkpoint(ModelCheckpoint):
     periodic saves (Lightning's own on_train_end saves it only if nothing was saved at all).
     Periodic saves (`every_n_epochs`) exist for resuming after a crash; saving every epoch
     would cost more than the training step of a small model."""
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        trainer.strategy.checkpoint_io = AtomicCheckpointIO()  # what it saves, it saves whole
 
     @functools.cached_property
     def state_key(self) -> str:
@@ -45,7 +50,22 @@ class Checkpoint(ModelCheckpoint):
         super().on_train_end(trainer, pl_module)
         last = Path(self.dirpath) / f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}"
         if self.save_last and not trainer.fast_dev_run and self.last_model_path == str(last):
-            trainer.save_checkpoint(last, weights_only=False)  # atomic (temp file + rename) in Lightning
+            trainer.save_checkpoint(last, weights_only=False)  # atomic: AtomicCheckpointIO
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint files, written as every file of a run is (write_atomic: a temp file
+    beside the file, then a rename). Lightning's own writes its temp file in the system's temp
+    directory, then copies it over the checkpoint when that is on another filesystem: on a full
+    disk the copy leaves an empty last.ckpt where the complete one was."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        if storage_options is not None:
+            return super().save_checkpoint(checkpoint, path, storage_options)  # its TypeError
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(Path(path), buffer.getvalue())
 
 
 def save_checkpoint(member, outcome, k: int, dirpath: Path) -> None:

@@ -15,6 +15,7 @@ from tensorboard.compat.proto.summary_pb2 import Summary
 
 from hydrafit.compat.omegaconf import yaml_text
 from hydrafit.report.hparams import hyperparameters, log_session
+from hydrafit.rundir.files import write_atomic
 
 
 def log_hyperparameters(loggers, cfg: DictConfig, metric_names) -> None:
@@ -67,7 +68,7 @@ def save_hparams(loggers) -> None:
     OmegaConf.save (which skips an existing file): 1 ms, not 9, on this project's CPU."""
     for logger in loggers:
         if isinstance(logger, TensorBoardLogger):
-            Path(logger.log_dir, logger.NAME_HPARAMS_FILE).write_text(yaml_text(dict(logger.hparams)), encoding="utf-8")
+            write_atomic(Path(logger.log_dir, logger.NAME_HPARAMS_FILE), yaml_text(dict(logger.hparams)))
 
 
 def logger_configs(node: DictConfig | None) -> list[DictConfig]:
@@ -75,6 +76,14 @@ def logger_configs(node: DictConfig | None) -> list[DictConfig]:
     if not node:
         return []
     return [node] if "_target_" in node else [c for c in node.values() if c]
+
+
+def fit_span(logger: DictConfig, started: float | None, seconds: float) -> dict:
+    """An MLflow run logged after its fit (a population member's) spans the fit, `seconds` from
+    `started` (time.time()), not the moment it is written."""
+    if started is None or not logger._target_.endswith(".MLflowLogger"):
+        return {}
+    return {"start_time": round(started * 1000), "end_time": round((started + seconds) * 1000)}
 
 
 def purge_step(logger: DictConfig, resume_step: int | None) -> dict:

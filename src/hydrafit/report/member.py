@@ -11,8 +11,9 @@ from omegaconf import DictConfig
 from hydrafit.metrics import final_metrics, metric_names
 from hydrafit.report.checkpoint import save_checkpoint
 from hydrafit.report.figure import write_fit_png
-from hydrafit.report.loggers import log_fit_image, log_hyperparameters, log_scalars, logger_configs, save_hparams
-from hydrafit.report.metrics_file import write_metrics
+from hydrafit.report.loggers import (fit_span, log_fit_image, log_hyperparameters, log_scalars, logger_configs,
+                                     save_hparams)
+from hydrafit.report.metrics_file import write_metrics, write_running
 from hydrafit.report.status import RunStopped, diverged_message, interrupted_message
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,17 @@ def member_task(member, outcome, k: int, size: int, image):
     return task
 
 
+def write_started(member, owner: dict) -> None:
+    """Member's metrics.json as its population's fit starts: `status: running`, owned by the
+    process that trains the population (`owner`, rundir.owner.owner_record), so that a kill of
+    that process leaves every member `died`, as it leaves a single run. The job's Hydra config
+    must be the current one: the path interpolates ${hydra:runtime.output_dir}."""
+    path = member.view.callbacks.metrics_file
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_running(path, owner)
+
+
 def write_member(member, outcome, k: int, image) -> float | None:
     """Member k's run directory, as a single run leaves it: train/loss (and val/loss) of every epoch, the fit
     image and final metrics in the logger (HPARAMS), fit.png, metrics.json, checkpoints/last.ckpt.
@@ -44,7 +56,7 @@ def write_member(member, outcome, k: int, image) -> float | None:
     elif outcome.interrupted and k not in outcome.finished:
         status, message = "interrupted", interrupted_message(outcome.interrupted, epochs, run_dir)
     step = epochs * outcome.steps_per_epoch
-    loggers = [instantiate(c) for c in logger_configs(cfg.logger)]
+    loggers = [instantiate(c, **fit_span(c, outcome.started, outcome.seconds)) for c in logger_configs(cfg.logger)]
     log_hyperparameters(loggers, cfg, metric_names(datamodule))
     steps = [(epoch + 1) * outcome.steps_per_epoch - 1 for epoch in range(epochs)]
     log_scalars(loggers, "train/loss", outcome.losses[:epochs, k].tolist(), steps)

@@ -1,2 +1,3 @@
-"""The on-disk contract of a run directory: its name, metrics.json and its statuses, the .hydra/
-record, and the one way files are written (files.write_atomic)."""
+"""The on-disk contract of a run directory: its name, metrics.json and its statuses (the true one
+of a run whose process died: owner), the .hydra/ record, checkpoints/last.ckpt as a resume reads
+it, and the one way files are written (files.write_atomic)."""

@@ -16,11 +16,18 @@ configured launcher as one batch of jobs. Replaces hydra-optuna-sweeper, which p
   existing study is refused rather than mixed with.
 - resume_sweep= (through hydra/sweeper=resumable, hydrafit's default) continues the recorded
   search: trials left running by a killed sweep are failed, set aside and asked again.
+- Heartbeats (hydra.sweeper.heartbeat_interval, grace_period): a worker records one for each of
+  its running trials; a trial whose heartbeat stopped (its worker was killed) is failed, set aside
+  and asked again by a worker still running (at most max_retry times in a row), so that a search
+  shared by several workers still reaches n_trials. A worker with nothing left to ask waits while
+  other workers run trials the search still needs.
 """
 # No `from __future__ import annotations`: see hydrafit.sweeps.resumable.
 import logging
 import os
 import socket
+import time
+import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -33,12 +40,18 @@ from omegaconf import DictConfig, OmegaConf
 
 from hydrafit.compat.hydra import returned_value
 from hydrafit.config.errors import refuse
+from hydrafit.config.plugins import OptunaSweeperConf
 from hydrafit.sweeps.grammar import parse_sweep
 from hydrafit.sweeps.resumable import ResumableSweeper, launch_jobs
-from hydrafit.sweeps.study import (ACTIVE, FINISHED, counts, draw_pictures, load, make_pruner, metric_value,
-                                   search_space, storage, storage_url)
+from hydrafit.sweeps.study import (ACTIVE, FINISHED, counts, draw_pictures, fail_stale, first_heartbeat,
+                                   heartbeats, load, make_pruner, metric_value, retries, search_space, storage,
+                                   storage_url, watched)
 
 log = logging.getLogger(__name__)
+
+# How often a worker with nothing left to ask looks at the study again (a query of its trials):
+# it stops within this long of the other workers' last trial ending.
+WAIT_SECONDS = 1.0
 
 
 def quoted(value: str) -> str:
@@ -56,9 +69,15 @@ def override_value(value: Any) -> str:
 class OptunaSweeper(Sweeper):
     def __init__(self, n_trials: int, n_jobs: int, direction: str, study_name: str,
                  storage: Optional[str], join: bool, pruner: Any, sampler: Any,
-                 params: Optional[Dict[str, str]] = None):
+                 params: Optional[Dict[str, str]] = None,
+                 heartbeat_interval: Optional[int] = OptunaSweeperConf.heartbeat_interval,
+                 grace_period: Optional[int] = OptunaSweeperConf.grace_period,
+                 max_retry: Optional[int] = OptunaSweeperConf.max_retry):
         self.n_trials, self.n_jobs, self.direction = n_trials, n_jobs, direction
         self.study_name, self.storage, self.join = study_name, storage, bool(join)
+        self.heartbeat_interval, self.grace_period = heartbeat_interval, grace_period
+        self.max_retry = max_retry
+        self.waiting = False  # for other workers' trials (logged once)
         plain = lambda node: OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
         self.pruner, self.sampler, self.params = plain(pruner), dict(plain(sampler)), plain(params) or {}
         self.resume_from: Optional[Path] = None  # set by ResumableSweeper for resume_sweep=
@@ -86,6 +105,18 @@ class OptunaSweeper(Sweeper):
             make_pruner(self.pruner)
         except Exception as error:  # a name we do not know, or a node Hydra cannot instantiate
             refuse(str(error) if isinstance(error, ValueError) else f"hydra.sweeper.pruner: {error}")
+        self._check_heartbeat()
+
+    def _check_heartbeat(self) -> None:
+        whole = lambda value, least: isinstance(value, int) and not isinstance(value, bool) and value >= least
+        for key, least in (("heartbeat_interval", 1), ("grace_period", 1), ("max_retry", 0)):
+            value = getattr(self, key)
+            if value is not None and not whole(value, least):
+                refuse(f"hydra.sweeper.{key} must be an integer >= {least} or null, got {value!r}")
+        interval, grace = self.heartbeat_interval, self.grace_period
+        if interval is not None and grace is not None and grace <= interval:
+            refuse(f"hydra.sweeper.grace_period must be greater than hydra.sweeper.heartbeat_interval "
+                   f"({interval}), got {grace}: a live trial would look dead between two heartbeats")
 
     def sweep(self, arguments: List[str]) -> None:
 
@@ -100,12 +131,28 @@ class OptunaSweeper(Sweeper):
         log.info("Study %s in %s: %d of %d trials finished; searching %s", self.study_name, self.url,
                  counts(study)[0], self.n_trials, ", ".join(space) or "nothing")
         while budget > 0:
+            fail_stale(study)  # a killed worker's trials: failed, and asked again (_retry_stale)
             batch = self._ask(study, min(self.n_jobs, budget), space)
-            if not batch:
+            if batch:
+                budget -= len(batch)
+                self._run(study, batch, fixed)
+            elif not self._wait_for_others(study):
                 break  # the rest of the search is being run by other workers
-            budget -= len(batch)
-            self._run(study, batch, fixed)
         self._record(study)
+
+    def _wait_for_others(self, study) -> bool:
+        """Wait a moment, and say so, while other workers run trials the search still needs and
+        their heartbeats would tell if they died (then this worker asks their trials again).
+        Trials without heartbeats are their workers' to finish: False."""
+        finished, _, waiting = counts(study)
+        if self.heartbeat_interval is None or finished >= self.n_trials or not watched(study) + waiting:
+            return False
+        if not self.waiting:
+            log.info("Waiting for %d trials of other workers (a trial whose worker stops is asked "
+                     "again here within hydra.sweeper.grace_period)", watched(study))
+            self.waiting = True
+        time.sleep(WAIT_SECONDS)
+        return True
 
     def _open_study(self):
         """Create the study; load it when resuming or joining. An existing study is otherwise
@@ -120,6 +167,7 @@ class OptunaSweeper(Sweeper):
                  f"(resume_sweep=<its sweep dir>) or give another name")
         if existing is None and self.resume_from is not None:
             refuse(f"resume_sweep: no study '{self.study_name}' in {self.url}: nothing to continue")
+        self.store = storage(self.url, self.heartbeat_interval, self.grace_period, on_stale=self._retry_stale)
         sampler = dict(self.sampler)
         if self.join:  # workers started with one seed would all draw the same trials
             sampler["seed"] = None
@@ -127,7 +175,7 @@ class OptunaSweeper(Sweeper):
             # A resumed sampler must not replay the first one's draws: a seed of its own, reproducible.
             sampler["seed"] = int(sampler["seed"]) + len(existing.trials)
         return optuna.create_study(
-            study_name=self.study_name, storage=storage(self.url), direction=self.direction,
+            study_name=self.study_name, storage=self.store, direction=self.direction,
             sampler=instantiate(sampler), pruner=make_pruner(self.pruner), load_if_exists=True)
 
     def _retry_killed(self, study) -> None:
@@ -137,10 +185,34 @@ class OptunaSweeper(Sweeper):
 
 
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            ResumableSweeper._set_aside(self.sweep_dir, [trial.number])
-            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+            self._retry(study, trial)
             study.tell(trial.number, state=TrialState.FAIL)
             log.info("Trial #%d was cut off: failed, asked again", trial.number)
+
+    def _retry_stale(self, study, trial) -> None:
+        """The storage's callback for a trial failed because its heartbeat stopped (fail_stale):
+        ask it again, unless it is the max_retry-th retry in a row (then a new trial takes its place)."""
+        if self.max_retry is not None and retries(study, trial) >= self.max_retry:
+            log.warning("Trial #%d: its worker stopped (no heartbeat for %s s); failed, not asked "
+                        "again: hydra.sweeper.max_retry=%d retries in a row", trial.number, self._grace(),
+                        self.max_retry)
+            return
+        self._retry(study, trial)
+        log.warning("Trial #%d: its worker stopped (no heartbeat for %s s); failed, asked again",
+                    trial.number, self._grace())
+
+    def _grace(self) -> int:
+        return self.grace_period or 2 * self.heartbeat_interval  # Optuna's default grace period
+
+    def _retry(self, study, trial) -> None:
+        """Ask `trial`'s parameters again as a trial of its own (user attribute retry_of: the
+        summary lists the retry in its place); what the trial left moves to previous_attempts/."""
+        job_dir = Path(trial.user_attrs.get("job_dir", self.sweep_dir / str(trial.number)))
+        try:
+            ResumableSweeper._set_aside(job_dir.parent, [trial.number])
+        except OSError as error:  # another worker's directory: its files stay where they are
+            log.warning("Trial #%d: %s not moved to previous_attempts/: %s", trial.number, job_dir, error)
+        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
 
     def _ask(self, study, size: int, space: dict) -> list:
         """Up to `size` new trials, none beyond n_trials finished or running in the whole study
@@ -149,8 +221,13 @@ class OptunaSweeper(Sweeper):
 
 
         batch = []
-        while len(batch) < size and sum(counts(study)) < self.n_trials:
-            trial = study.ask(space)
+        while len(batch) < size:
+            finished, running, waiting = counts(study)
+            if not waiting and finished + running >= self.n_trials:
+                break
+            with warnings.catch_warnings():  # "Heartbeat ... used with Study.optimize": see study.heartbeats
+                warnings.filterwarnings("ignore", "Heartbeat", UserWarning)
+                trial = study.ask(space)
             ahead = [t for t in study.get_trials(deepcopy=False)
                      if t.number < trial.number and t.state.name in FINISHED + ACTIVE]
             if len(ahead) >= self.n_trials:  # two workers asked at once for the last place
@@ -159,6 +236,7 @@ class OptunaSweeper(Sweeper):
                 break
             trial.set_user_attr("job_dir", str((self.sweep_dir / str(trial.number)).resolve()))
             trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+            first_heartbeat(self.store, self.study_name, trial)
             batch.append(trial)
         return batch
 
@@ -169,8 +247,9 @@ class OptunaSweeper(Sweeper):
         jobs = {t.number: [*fixed, *(f"{k}={override_value(v)}" for k, v in t.params.items()),
                            *self._job_hydra_overrides()] for t in batch}
         trials = {t.number: t for t in batch}
-        for number, result in launch_jobs(self.launcher, jobs):
-            self._tell(study, trials[number], result)
+        with heartbeats(self.store, self.study_name, list(trials)):
+            for number, result in launch_jobs(self.launcher, jobs):
+                self._tell(study, trials[number], result)
 
     def _job_hydra_overrides(self) -> List[str]:
         """What each job needs to find its trial (hydrafit.sweeps.pruning) and its directory,
@@ -187,16 +266,21 @@ class OptunaSweeper(Sweeper):
         from optuna.trial import TrialState
 
 
+        value, state = None, TrialState.FAIL
         if result.status == JobStatus.COMPLETED:
             value = metric_value(result.return_value)
             if value is None:
                 log.warning("Trial #%d returned %r, not a number: failed", trial.number, result.return_value)
-            study.tell(trial, value, state=TrialState.FAIL if value is None else TrialState.COMPLETE)
-            return
-        # The job's exception (RunStopped for a pruned run). Not through .return_value,
-        # which prints "Error executing job" on stderr: wrong for a pruned trial.
-        pruned = getattr(returned_value(result), "status", None) == "pruned"
-        study.tell(trial, state=TrialState.PRUNED if pruned else TrialState.FAIL)
+            else:
+                state = TrialState.COMPLETE
+        elif getattr(returned_value(result), "status", None) == "pruned":
+            # The job's exception (RunStopped for a pruned run). Not through .return_value,
+            # which prints "Error executing job" on stderr: wrong for a pruned trial.
+            state = TrialState.PRUNED
+        told = study.tell(trial, value, state=state, skip_if_finished=True)
+        if told.state != state:  # this worker went unheard for grace_period s: failed, and retried
+            log.warning("Trial #%d had been failed by another worker (no heartbeat from here for "
+                        "hydra.sweeper.grace_period): its result is not in the study", trial.number)
 
     def _record(self, study) -> None:
         """When the search ends: Optuna's pictures and the best trial (optimization_results.yaml)."""

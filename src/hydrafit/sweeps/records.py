@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 from omegaconf import OmegaConf
 
-from hydrafit.rundir.files import read_metrics
+from hydrafit.rundir.files import read_metrics, still_running
 from hydrafit.sweeps.grammar import grid_jobs, parse_sweep
 from hydrafit.sweeps.study import STATUS, is_search, storage_url, trial_jobs
 
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 GRID_SWEEPERS = ("BasicSweeper", "ResumableSweeper")  # sweepers whose job list is known up front
 
 
-IGNORED_KEYS = ("resume_sweep", "hparams_search")     # overrides that say how, not what, a job ran
+IGNORED_KEYS = ("resume_sweep", "hparams_search", "resume")  # overrides that say how, not what, a job ran
 
 
 @dataclass
@@ -37,11 +37,13 @@ class Job:
 
     num: int
     overrides: dict[str, str]
-    status: str = "missing"  # completed|pruned|failed|diverged|interrupted|running|incomplete|missing
+    # completed|pruned|failed|diverged|interrupted|died|running|running (host X)|incomplete|missing
+    status: str = "missing"
     metrics: dict[str, float] = field(default_factory=dict)
     error: str = ""
     wall_seconds: float | None = None
     fit_png: Path | None = None
+    continued: bool = False  # continued from its last.ckpt (resume_sweep=, resume=): .hydra/resume_*/
     rows: dict = field(default_factory=dict, repr=False, compare=False)  # rendered, by columns
     stamp: tuple | None = field(default=None, repr=False, compare=False)  # of its metrics.json, when read
 
@@ -131,7 +133,8 @@ SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's, where 
 
 def read_job(num: int, job_dir: Path | None, planned: list[str] | None = None) -> Job:
     """A Job from its directory (None: never created). Wall time runs from Hydra's job record
-    (.hydra/hydra.yaml, written as the job starts) to the last metrics.json write."""
+    (.hydra/hydra.yaml, written as the job starts; a continued job's latest .hydra/resume_*/) to
+    the last metrics.json write."""
     job = Job(num, parse_overrides(planned or []))
     if job_dir is None:
         return job
@@ -140,7 +143,12 @@ def read_job(num: int, job_dir: Path | None, planned: list[str] | None = None) -
         job.overrides = parse_overrides(yaml.load(record.read_text(), Loader=SAFE_LOADER) or [])
     job.status, job.metrics, job.error = read_metrics(job_dir / "metrics.json")
     start, end = job_dir / ".hydra" / "hydra.yaml", job_dir / "metrics.json"
-    if job.status not in ("running", "incomplete") and start.is_file() and end.is_file():
+    if record.is_file():  # a continued job's invocations are recorded beside Hydra's: resume_<time>/
+        resumes = sorted(name for name in os.listdir(record.parent) if name.startswith("resume_"))
+        job.continued = bool(resumes)
+        start = record.parent / resumes[-1] / "hydra.yaml" if resumes else start  # its last attempt's
+    ended = not still_running(job.status) and job.status not in ("incomplete", "died")
+    if ended and start.is_file() and end.is_file():
         job.wall_seconds = round(end.stat().st_mtime - start.stat().st_mtime, 3)
     if (job_dir / "fit.png").is_file():
         job.fit_png = job_dir / "fit.png"

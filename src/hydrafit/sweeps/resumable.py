@@ -9,7 +9,11 @@ continue a sweep in its own directory.
 Resuming rebuilds the job list from the sweep's multirun.yaml and launches only the jobs without a
 `completed` metrics.json, under their own job numbers (so into their own directories), with the
 launcher the sweep recorded (hydra.launcher, e.g. hydra/launcher=vectorized with its settings),
-unless this command names one (hydra/launcher=...). Completed jobs are not touched.
+unless this command names one (hydra/launcher=...). Completed jobs are not touched. A job that was
+interrupted (Ctrl-C, SIGTERM) or died (killed: hydrafit.rundir.files.true_status) continues from
+its own checkpoints/last.ckpt as `resume=` continues a run (the job gets resume=<its directory>);
+any other, or one whose last.ckpt does not load, starts again, what it left set aside. A sweep
+that a live process still runs is refused (refuse_running).
 A search of hydra/sweeper=optuna (hparams_search=optuna) is handed to that sweeper, built from the
 search's record with its n_trials replaced by this command's hydra.sweeper.n_trials, if given.
 hydrafit.sweeps.summary.check_resume has refused a resume_sweep= that cannot work (a recorded
@@ -33,13 +37,16 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from hydrafit.compat.hydra import BasicSweeper
-from hydrafit.rundir.files import read_metrics
+from hydrafit.config.errors import ConfigError
+from hydrafit.rundir.checkpoints import read_last
+from hydrafit.rundir.files import read_metrics, running_process
 from hydrafit.sweeps.grammar import grid_jobs
-from hydrafit.sweeps.records import job_dirs
+from hydrafit.sweeps.records import Plan, job_dirs
 
 log = logging.getLogger(__name__)
 
 LAUNCHER = "hydra/launcher"
+CONTINUABLE = ("interrupted", "died")  # ends after which a job continues from its own last.ckpt
 
 
 def consecutive_runs(numbers: List[int]) -> List[List[int]]:
@@ -92,6 +99,43 @@ def launch_jobs(launcher: Launcher, jobs: Dict[int, List[str]]) -> List[tuple]:
             for pair in zip(block, launcher.launch([jobs[n] for n in block], initial_job_idx=block[0]))]
 
 
+def continuing_jobs(sweep_dir: Path, statuses: Dict[int, str]) -> List[int]:
+    """The unfinished jobs (`statuses`: true status by number, of those that left a directory)
+    that continue from their own last.ckpt: interrupted or died, with a checkpoint that loads.
+    Each job's lot is logged: which continue from which epoch, which start again and why."""
+    continuing = []
+    for n, status in sorted(statuses.items()):
+        if status not in CONTINUABLE:  # a `running` one here says nothing of its process (refuse_running)
+            log.info("Job #%d starts again: %s", n, status)
+            continue
+        record = [sweep_dir / str(n) / ".hydra" / name for name in ("config.yaml", "hydra.yaml")]
+        if not all(path.is_file() for path in record):  # the config it continues with (resumed_run)
+            log.info("Job #%d starts again: %s, but its .hydra/ record is incomplete", n, status)
+            continue
+        try:
+            checkpoint, _ = read_last(sweep_dir / str(n))
+        except ValueError as error:
+            log.info("Job #%d starts again: %s, but %s", n, status, error)
+            continue
+        log.info("Job #%d continues from its last.ckpt (epoch %d): %s", n, checkpoint["epoch"], status)
+        continuing.append(n)
+    return continuing
+
+
+def refuse_running(sweep_dir: Path, plan: Plan) -> None:
+    """ConfigError if a live process still runs a job of the grid sweep (its launcher, or a
+    worker of it): resuming would set the job's directory aside under it, or train it twice. A
+    `running` record that does not say who runs it tells nothing: that job starts again. (An
+    Optuna search tells running trials by its study: hydrafit.sweeps.optuna_sweeper.)"""
+    if plan.trials is not None:
+        return
+    for n, job_dir in job_dirs(sweep_dir).items():
+        owner = running_process(job_dir / "metrics.json")
+        if owner is not None:
+            raise ConfigError(f"resume_sweep: job #{n} of '{sweep_dir}' is still running ({owner}); wait for the "
+                              f"sweep to end, or stop it (Ctrl-C) and resume it then")
+
+
 class ResumableSweeper(Sweeper):
     """BasicSweeper, plus `resume_sweep=<sweep dir>`: run only that sweep's unfinished jobs.
     Wraps a BasicSweeper rather than subclassing it: Hydra's plugin scan re-executes the module
@@ -127,13 +171,15 @@ class ResumableSweeper(Sweeper):
         launcher = Plugins.instance().instantiate_launcher(
             hydra_context=self.grid.hydra_context, task_function=self.task_function, config=config)
         jobs = self._grid(original.hydra.overrides.task, original.hydra.sweeper.get("params"))
-        done = {n for n, d in job_dirs(sweep_dir).items()
-                if read_metrics(d / "metrics.json")[0] == "completed"}
-        todo = [n for n in range(len(jobs)) if n not in done]
+        statuses = {n: read_metrics(d / "metrics.json")[0] for n, d in job_dirs(sweep_dir).items()}
+        todo = [n for n in range(len(jobs)) if statuses.get(n) != "completed"]
         log.info("Resuming %s: %d of %d jobs completed; running %s", sweep_dir, len(jobs) - len(todo),
                  len(jobs), " ".join(f"#{n}" for n in todo) or "none")
-        self._set_aside(sweep_dir, todo)
+        continuing = continuing_jobs(sweep_dir, {n: statuses[n] for n in todo if n in statuses})
+        self._set_aside(sweep_dir, [n for n in todo if n not in continuing])
         batch = {n: [*jobs[n], f"hydra.sweep.dir={resume}"] for n in todo}
+        for n in continuing:  # the job continues itself (hydrafit.engine.single.resumed_run)
+            batch[n].append(f"resume={(sweep_dir / str(n)).absolute()}")
         if not getattr(launcher, "composes_jobs_first", False):  # see setup
             Sweeper.validate_batch_is_legal(self.grid, list(batch.values()))
         returns = [result for _, result in launch_jobs(launcher, batch)]

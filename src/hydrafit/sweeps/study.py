@@ -1,15 +1,20 @@
 """The Optuna side of `hparams_search=optuna`: where the study lives, its search space, its pruner,
-the trial a job is running, and the pictures of a finished search. Used by the sweeper
-(hydrafit.sweeps.optuna_sweeper), by the jobs (hydrafit.sweeps.pruning) and by the sweep
-summary (hydrafit.sweeps.records). Optuna is imported only here, and only when a search runs.
+the heartbeats of running trials, the trial a job is running, and the pictures of a finished
+search. Used by the sweeper (hydrafit.sweeps.optuna_sweeper), by the jobs
+(hydrafit.sweeps.pruning) and by the sweep summary (hydrafit.sweeps.records). Optuna is imported
+only here, and only when a search runs.
 
     hydrafit-train -m hparams_search=optuna                      # study in <sweep dir>/optuna.db
     hydrafit-train -m hparams_search=optuna hydra.sweeper.pruner=median
 """
 from __future__ import annotations
 
+import contextlib
+import inspect
 import logging
 import math
+import os
+import threading
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -39,14 +44,116 @@ def storage_url(storage: str | None, sweep_dir: Path) -> str:
     return storage or f"sqlite:///{Path(sweep_dir).resolve() / 'optuna.db'}"
 
 
-def storage(url: str):
+def storage(url: str, heartbeat_interval: int | None = None, grace_period: int | None = None,
+            on_stale=None):
     """Optuna's RDB storage of `url`; SQLite waits up to 60 s for a lock (several workers, a loaded
-    machine) where its default, 5 s, gave 'database is locked'."""
+    machine) where its default, 5 s, gave 'database is locked'. With `heartbeat_interval` (s), a
+    trial kept alive by `heartbeats` whose last heartbeat is older than `grace_period` (s; None:
+    twice the interval) is failed by `fail_stale` and handed to `on_stale(study, frozen_trial)`."""
     import optuna
 
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    with sqlite_lock(url):
-        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+    beats = {}
+    if heartbeat_interval is not None:
+        beats = {"heartbeat_interval": heartbeat_interval, "grace_period": grace_period,
+                 stale_callback_keyword(): on_stale}
+    with sqlite_lock(url), warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
+        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, **beats)
+
+
+def stale_callback_keyword() -> str:
+    """RDBStorage's argument for the callback of a stale trial: Optuna 4.9 renamed
+    failed_trial_callback (deprecated, removed in Optuna 6) to heartbeat_stale_trial_callback."""
+    import optuna
+
+    renamed = "heartbeat_stale_trial_callback"
+    known = inspect.signature(optuna.storages.RDBStorage).parameters
+    return renamed if renamed in known else "failed_trial_callback"
+
+
+# A process forked while the heartbeat thread is inside SQLite would inherit SQLite's locks held by
+# a thread it does not have, and hang on its first query (hydra/launcher=vectorized forks): a fork
+# waits for the heartbeat being written.
+_BEATING = threading.Lock()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_BEATING.acquire, after_in_parent=_BEATING.release,
+                        after_in_child=_BEATING.release)
+
+
+def first_heartbeat(store, study_name: str, trial) -> None:
+    """Record the first heartbeat of a trial just asked, and mark it (user attribute
+    heartbeat_interval): a marked trial whose heartbeats stop is failed by fail_stale, so other
+    workers may wait for it (watched); one without (its worker runs without heartbeats, or died
+    before this) never is."""
+    interval = store.get_heartbeat_interval()
+    if interval is None:
+        return
+    study_id = store.get_study_id_from_name(study_name)
+    with _BEATING:
+        store.record_heartbeat(store.get_trial_id_from_study_id_trial_number(study_id, trial.number))
+    trial.set_user_attr("heartbeat_interval", interval)
+
+
+def watched(study) -> int:
+    """Running trials whose heartbeats fail_stale watches (first_heartbeat)."""
+    return sum(t.state.name == "RUNNING" and "heartbeat_interval" in t.user_attrs
+               for t in study.get_trials(deepcopy=False))
+
+
+@contextlib.contextmanager
+def heartbeats(store, study_name: str, numbers: list[int]):
+    """Keep the trials `numbers` of study `study_name` alive while the block runs: a heartbeat for
+    each now, then every heartbeat_interval from a thread. Optuna's own heartbeat thread runs
+    inside Study.optimize only; the sweeper asks and tells. Nothing where heartbeats are off."""
+    interval = store.get_heartbeat_interval()
+    if interval is None:
+        yield
+        return
+    study_id = store.get_study_id_from_name(study_name)
+    trial_ids = [store.get_trial_id_from_study_id_trial_number(study_id, n) for n in numbers]
+    stop = threading.Event()
+    thread = threading.Thread(target=_beat, args=(store, trial_ids, interval, stop),
+                              name="hydrafit-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _beat(store, trial_ids: list[int], interval: int, stop: threading.Event) -> None:
+    while True:
+        try:
+            with _BEATING:
+                for trial_id in trial_ids:
+                    store.record_heartbeat(trial_id)
+        except Exception as error:  # a database busy past its timeout: the next heartbeat may pass
+            log.warning("heartbeat not recorded: %s", error)
+        if stop.wait(interval):
+            return
+
+
+def fail_stale(study) -> None:
+    """Fail the trials whose heartbeat stopped (their worker was killed, or its machine is gone),
+    each then handed to the storage's on_stale: Optuna's fail_stale_trials, which Study.optimize
+    runs before each trial. Nothing where heartbeats are off."""
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
+def retries(study, trial) -> int:
+    """How many times in a row the parameters of `trial` were asked again before it (its chain
+    of user attributes retry_of)."""
+    retry_of = {t.number: t.user_attrs.get("retry_of") for t in study.get_trials(deepcopy=False)}
+    count, number = 0, trial.user_attrs.get("retry_of")
+    while number is not None:
+        count, number = count + 1, retry_of.get(number)
+    return count
 
 
 def make_pruner(pruner=None):
@@ -87,11 +194,11 @@ def load(url: str, name: str, pruner: str | None = None, sampler=None):
         return None
 
 
-def counts(study) -> tuple[int, int]:
-    """(finished, active) trials of the study: finished count towards n_trials, active are
-    running (in this or another worker) or enqueued."""
+def counts(study) -> tuple[int, int, int]:
+    """(finished, running, waiting) trials of the study: finished count towards n_trials; running
+    ones, in this or another worker, may; waiting ones are enqueued (a retry), for the next ask."""
     states = [t.state.name for t in study.get_trials(deepcopy=False)]
-    return sum(s in FINISHED for s in states), sum(s in ACTIVE for s in states)
+    return sum(s in FINISHED for s in states), states.count("RUNNING"), states.count("WAITING")
 
 
 def distribution(override):

@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from hydrafit.config.errors import ConfigError
 from hydrafit.report.hparams import write_sweep_experiment
-from hydrafit.rundir.files import FINISHED, write_atomic
+from hydrafit.rundir.files import FINISHED, WriteError, write_atomic
 from hydrafit.sweeps.records import Job, Plan, collect, forget_job, job_dirs, read_plan
-from hydrafit.sweeps.resumable import installed, launcher_choice, resume_launcher
+from hydrafit.sweeps.resumable import installed, launcher_choice, refuse_running, resume_launcher
 from hydrafit.sweeps.tables import (best_job, counts, label, metric_columns, summary_csv,
                                     summary_md, swept_keys)
 
@@ -47,17 +48,44 @@ def update_after_job(sweep_dir: Path, num: int, rewrite: bool = True) -> None:
         write_summary(sweep_dir, figure=False, reuse=True)
 
 
-def write_summary(sweep_dir: Path, figure: bool = True, reuse: bool = False) -> list[Job]:
-    """Write summary.csv, summary.md (and sweep.png) into `sweep_dir`; return its jobs.
-    Nothing is written while no job has started. `reuse`: see collect."""
+@dataclass
+class Summary:
+    """A sweep as its job directories tell it: its jobs, its plan, and the text of summary.csv
+    and summary.md (empty while no job has started: nothing is written then)."""
+
+    jobs: list[Job]
+    plan: Plan
+    csv: str = ""
+    md: str = ""
+
+
+def summarize(sweep_dir: Path, reuse: bool = False) -> Summary:
+    """The Summary of `sweep_dir`, written nowhere. `reuse`: see collect."""
     plan = read_plan(sweep_dir)
     jobs = collect(sweep_dir, plan, reuse)
     if all(j.status == "missing" for j in jobs):
-        return jobs
+        return Summary(jobs, plan)
     metrics = metric_columns(jobs, plan.metric)
     known = _known_groups.setdefault((sweep_dir, tuple(swept_keys(jobs, plan))), {}) if reuse else None
-    write_atomic(sweep_dir / "summary.csv", summary_csv(jobs, plan, metrics))
-    write_atomic(sweep_dir / "summary.md", summary_md(sweep_dir, jobs, plan, metrics, known))
+    return Summary(jobs, plan, summary_csv(jobs, plan, metrics), summary_md(sweep_dir, jobs, plan, metrics, known))
+
+
+def write_summary(sweep_dir: Path, figure: bool = True, reuse: bool = False) -> list[Job]:
+    """Write summary.csv, summary.md (and sweep.png) into `sweep_dir`; return its jobs.
+    Nothing is written while no job has started. `reuse`: see collect."""
+    summary = summarize(sweep_dir, reuse)
+    write_files(sweep_dir, summary, figure)
+    return summary.jobs
+
+
+def write_files(sweep_dir: Path, summary: Summary, figure: bool = True) -> None:
+    """summary.csv, summary.md (and sweep.png) of `summary` into `sweep_dir`, one by one: a file
+    that cannot be written raises WriteError, and leaves it and the files after it as they were."""
+    if not summary.md:
+        return
+    jobs, plan = summary.jobs, summary.plan
+    write_atomic(sweep_dir / "summary.csv", summary.csv)
+    write_atomic(sweep_dir / "summary.md", summary.md)
     if figure:
         # matplotlib (~0.4 s to import) when a figure is drawn: the Hydra callback that calls
         # this is built at every start, before a vectorised sweep forks its composers
@@ -67,14 +95,15 @@ def write_summary(sweep_dir: Path, figure: bool = True, reuse: bool = False) -> 
         best = best_job(jobs, plan)
         write_atomic(sweep_dir / "sweep.png", png(sweep_figure(jobs, swept_keys(jobs, plan), plan.metric, best and best.num,
                                                            title=f"{sweep_dir.name}: {counts(jobs)}", maximize=plan.maximize)))
-    return jobs
 
 
-def announce(sweep_dir: Path, jobs: list[Job], plan: Plan, program: str) -> bool:
-    """Say where the summary is and which job is best (stdout), and every job that did not
-    complete (stderr). True if every job completed (or was pruned)."""
+def announce(sweep_dir: Path, jobs: list[Job], plan: Plan, program: str, saved: bool = True) -> bool:
+    """Say where the summary is (`saved` False: that it could not be saved) and which job is best
+    (stdout), and every job that did not complete (stderr). True if every job completed (or was
+    pruned)."""
     best, keys = best_job(jobs, plan), swept_keys(jobs, plan)
-    print(f"{program}: sweep summary in {sweep_dir}/summary.md (also summary.csv, sweep.png): "
+    where = f"in {sweep_dir}/summary.md (also summary.csv, sweep.png)" if saved else f"of {sweep_dir} (not all saved)"
+    print(f"{program}: sweep summary {where}: "
           f"{counts(jobs)}" + (f"; best {plan.metric} = {best.metrics[plan.metric]:.6g}: "
                                f"{label(best, keys)}" if best else ""), flush=True)
     unfinished = [j for j in jobs if j.status not in FINISHED]
@@ -90,12 +119,25 @@ def announce(sweep_dir: Path, jobs: list[Job], plan: Plan, program: str) -> bool
 
 
 def finish(sweep_dir: Path, program: str = "hydrafit-train") -> list[Job]:
-    """End of a sweep: write the whole summary and announce it; return the jobs."""
+    """End of a sweep: write the whole summary and announce it (publish); return the jobs."""
     if not sweep_dir.is_dir() or not job_dirs(sweep_dir):
         return []  # nothing ran (e.g. the sweep was refused before its first job)
-    jobs = write_summary(sweep_dir)
-    announce(sweep_dir, jobs, read_plan(sweep_dir), program)
-    return jobs
+    summary = summarize(sweep_dir)
+    publish(sweep_dir, summary, program)
+    return summary.jobs
+
+
+def publish(sweep_dir: Path, summary: Summary, program: str) -> bool:
+    """Write the files of `summary` and announce it; True if every job completed (announce). A
+    file that cannot be written (a full disk) is said in one line after the announcement, then
+    raised (WriteError)."""
+    try:
+        write_files(sweep_dir, summary)
+    except WriteError as error:
+        announce(sweep_dir, summary.jobs, summary.plan, program, saved=False)
+        print(f"{program}: error: {error}", file=sys.stderr)
+        raise
+    return announce(sweep_dir, summary.jobs, summary.plan, program)
 
 
 def check_resume(config: DictConfig) -> None:
@@ -124,6 +166,7 @@ def check_resume(config: DictConfig) -> None:
         raise ConfigError(f"resume_sweep: a resumed sweep runs its own overrides ({' '.join(original) or 'none'}); "
              f"give none or exactly those, got {' '.join(given)}")
     check_launcher(config, recorded, resume)
+    refuse_running(sweep_dir, plan)
 
 
 def check_launcher(config: DictConfig, recorded: DictConfig, resume) -> None:

@@ -13,6 +13,7 @@ import io
 import itertools
 import math
 import operator
+import os
 from pathlib import Path
 
 from hydrafit.sweeps.records import Job, Plan
@@ -117,7 +118,8 @@ def summary_md(sweep_dir: Path, jobs: list[Job], plan: Plan, metrics: list[str] 
     lines = [f"# Sweep {sweep_dir.name}", "",
              f"{counts(jobs)}. Sorted by `{plan.metric}` ({'higher' if plan.maximize else 'lower'} "
              f"is better); ★ marks the best. Rebuilt by `hydrafit-sweep-report {sweep_dir}`.", "",
-             *seed_table(jobs, plan, metrics, known), "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+             *resume_note(sweep_dir, jobs), *seed_table(jobs, plan, metrics, known),
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     def row(j: Job) -> str:  # all but the ★ cell
         cells = [j.num, *(shown(j.overrides.get(k, "")) for k in keys),
                  *(j.metrics.get(m, "") for m in metrics), j.status,
@@ -127,6 +129,23 @@ def summary_md(sweep_dir: Path, jobs: list[Job], plan: Plan, metrics: list[str] 
     # an Optuna search's pictures, when it has ended
     pictures = [f"![{name[:-4].replace('_', ' ')}]({name})" for name in PICTURES if (sweep_dir / name).is_file()]
     return "\n".join([*lines, "", "![truth, data and prediction of each job](sweep.png)", *pictures, ""])
+
+
+def resume_note(sweep_dir: Path, jobs: list[Job]) -> list[str]:
+    """summary.md's line on what resuming did: the jobs that continued from their last.ckpt and
+    those that started again (their earlier attempts in previous_attempts/); none if neither."""
+    try:  # one listing, only in a resumed sweep: <job number>_<time> (hydrafit.sweeps.resumable)
+        again = {int(name.split("_", 1)[0]) for name in os.listdir(sweep_dir / "previous_attempts")}
+    except (OSError, ValueError):
+        again = set()
+    continued = [f"#{j.num}" for j in jobs if j.continued]
+    restarted = [f"#{j.num}" for j in jobs if j.num in again and not j.continued]
+    parts = []
+    if continued:
+        parts.append(f"{' '.join(continued)} continued from {'its' if len(continued) == 1 else 'their'} last.ckpt")
+    if restarted:
+        parts.append(f"{' '.join(restarted)} started again (earlier attempts in previous_attempts/)")
+    return [f"Resumed: {'; '.join(parts)}.", ""] if parts else []
 
 
 def label(job: Job, keys: list[str]) -> str:
