@@ -21,7 +21,7 @@ from hydrafit.sweeps.tables import ranked, seed_groups, shown
 
 PANEL_INCHES = (3.4, 2.6)
 MAX_PANELS = 12  # beyond this, panels of near-identical fits say nothing the table does not
-NO_FIT = {"missing": "not started (no job directory)", "running": "still running, or killed",
+NO_FIT = {"missing": "not started (no job directory)", "running": "still running", "died": "its process died",
           "incomplete": "no metrics.json: killed before training?"}
 DPI = 110
 
