@@ -81,7 +81,7 @@ class Outcome:
 
 class Population(pl.LightningModule):
     """The members' nets stacked into one LightningModule, one stack per architecture
-    (engine.stacked; fit orders the members so that each architecture's are consecutive). Each
+    (engine.stacked; `order`: the members it was given, each architecture's consecutive). Each
     step evaluates every member on its own mini-batch (vmap), sums the members' losses for one
     backward (members share no parameter, so each gets its own gradient, clipped by its own
     trainer.gradient_clip_val) and keeps each member's loss for its train/loss; after each
@@ -94,20 +94,25 @@ class Population(pl.LightningModule):
 
     def __init__(self, members: list[Member], every_n_epochs: int = 0, keeps_best: bool = True, pruning=None):
         super().__init__()
-        self.pruning = pruning  # sweeps.pruning.MemberPruning, or None
+        groups = architectures([core(m.module) for m in members])
+        self.order = [k for group in groups for k in group]  # the population's member i is members[order[i]]
+        members = [members[k] for k in self.order]
+        self.pruning = pruning and pruning.reordered(self.order)  # sweeps.pruning.MemberPruning, or None
         nets = [core(m.module) for m in members]
         scaling = scaling_table([m.module.hparams.scaling for m in members])
         self.scaling = scaling or {}
         self.stacks, self.spans, tensors = [], [], []
-        for group in architectures(nets):
-            stack = Stack(nets[group[0]], scaled=scaling is not None)
-            assert group == list(range(group[0], group[-1] + 1)), "fit() orders members by architecture"
+        start = 0
+        for group in groups:
+            span = range(start, start + len(group))
+            stack = Stack(nets[start], scaled=scaling is not None)
             self.stacks.append(stack)
-            self.spans.append((group[0], group[-1] + 1))
-            tensors.append([torch.stack([dict(nets[k].named_parameters())[n].detach() for k in group]) for n in stack.names])
+            self.spans.append((span.start, span.stop))
+            tensors.append([torch.stack([dict(nets[k].named_parameters())[n].detach() for k in span]) for n in stack.names])
             for i, name in enumerate(stack.buffer_names):
                 self.register_buffer(f"stack{len(self.stacks) - 1}_buffer{i}",
-                                     torch.stack([dict(nets[k].named_buffers())[name] for k in group]))
+                                     torch.stack([dict(nets[k].named_buffers())[name] for k in span]))
+            start = span.stop
         self.stacked = nn.ParameterList(nn.Parameter(t) for group in tensors for t in group)
         self.register_buffer("active", torch.ones(len(members), dtype=torch.bool), persistent=False)
         self.settings = [OmegaConf.to_container(m.cfg.optimizer, resolve=True) for m in members]
@@ -115,6 +120,7 @@ class Population(pl.LightningModule):
         views = [m.view for m in members]
         self.seeds = [v.seed for v in views]
         self.max_epochs = torch.tensor([v.max_epochs for v in views])
+        self.ends = set(self.max_epochs.tolist())  # the epochs some member ends at (finish)
         self.lrs = lr_table([m.module for m in members], self.max_epochs.tolist())
         self.clip = torch.tensor([v.gradient_clip_val or math.inf for v in views])
         self.clip_algorithm = views[0].gradient_clip_algorithm if any(v.gradient_clip_val for v in views) else None
@@ -213,7 +219,8 @@ class Population(pl.LightningModule):
             self._snapshot = self.snapshot()  # the periodic checkpoint of a single run
             if self.keeps_best:
                 self.keep_best(loss.cpu())
-        self.finish((self.max_epochs == self.current_epoch + 1) & self.active.cpu())
+        if self.current_epoch + 1 in self.ends:  # else no member ends: no device sync this epoch
+            self.finish((self.max_epochs == self.current_epoch + 1) & self.active.cpu())
         self.prune()
 
     def finish(self, done: torch.Tensor) -> None:
@@ -318,8 +325,7 @@ def fit(members: list[Member], sweep_dir: Path, spare_core: bool = False, prunin
     cfg, view = members[0].cfg, members[0].view
     # the callbacks that steer the fit; the population does the others' work (report.member)
     callbacks = [instantiate(cfg.callbacks[k]) for k in ("graceful_stop", "progress_bar") if k in view.callbacks.names]
-    order = [k for group in architectures([core(m.module) for m in members]) for k in group]
-    population = Population([members[k] for k in order], pruning=pruning and pruning.reordered(order),
+    population = Population(members, pruning=pruning,
                             every_n_epochs=view.callbacks.checkpoint_every,
                             keeps_best=view.callbacks.keeps_best)
     profiler = {} if view.profiler else {"profiler": NoProfiler()}
@@ -338,6 +344,7 @@ def fit(members: list[Member], sweep_dir: Path, spare_core: bool = False, prunin
     seconds = time.perf_counter() - start
     stopper = next((c for c in callbacks if isinstance(c, GracefulStop) and c.stopped), None)
     batches = trainer.train_dataloader
+    order = population.order
     mine = {i: k for i, k in enumerate(order)}  # the population's member i is the caller's member k
 
     def by_member(d: dict) -> dict:

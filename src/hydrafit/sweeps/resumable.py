@@ -198,8 +198,8 @@ class ResumableSweeper(Sweeper):
         search = instantiate(settings, _convert_="all")
         search.resume_from = sweep_dir
         with read_write(config.hydra), open_dict(config.hydra):
-            # the search's launcher reads its sweeper (hydra/launcher=vectorized: whether the
-            # jobs' pruning callback does anything, which keeps them out of populations)
+            # the search's jobs read their sweeper (hydra/launcher=vectorized: each member's
+            # Optuna trial and pruner, sweeps.study.job_trial)
             config.hydra.sweeper = settings
         search.setup(hydra_context=self.grid.hydra_context, task_function=self.task_function,
                      config=config)
