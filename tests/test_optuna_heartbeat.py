@@ -28,7 +28,14 @@ N_TRIALS = 4
 
 
 def study(sweep_dir: Path) -> optuna.Study:
-    return optuna.load_study(study_name="hydrafit", storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
+    """The shared study, opened as the workers open it: under the store's creation lock
+    (hydrafit.sweeps.study.storage), since a worker may be creating its tables right now."""
+    from hydrafit.sweeps.study import load, storage_url
+
+    found = load(storage_url(None, sweep_dir), "hydrafit")
+    if found is None:
+        raise KeyError("the study is being created")
+    return found
 
 
 @pytest.fixture
