@@ -92,10 +92,14 @@ def run(cfg: DictConfig):
     other than bad input or a stopped run is recorded in metrics.json, then raised."""
     # The engine imports torch and Lightning (~4 s): imported when a run starts, so that `import
     # hydrafit` and `hydrafit-train --help` stay quick.
-    from hydrafit.engine.single import resumed_run, train
+    from hydrafit.engine.single import replayed_run, resumed_run, train
 
     try:
         validate(cfg)
+        if cfg.get("pbt_replay") is not None:
+            replay, callback = replayed_run(cfg)
+            validate(replay)
+            return replay, train(replay, callbacks=[callback])
         if cfg.resume is None:
             return cfg, train(cfg)
         resumed, checkpoint, ckpt_path = resumed_run(cfg)

@@ -1,5 +1,5 @@
 """The config nodes of hydrafit's Hydra plugins (hydra/sweeper=resumable, hydra/sweeper=optuna,
-hydra/launcher=vectorized): the keys of hydra.sweeper / hydra.launcher and their defaults, stored in
+hydra/sweeper=pbt, hydra/launcher=vectorized): the keys of hydra.sweeper / hydra.launcher and their defaults, stored in
 Hydra's ConfigStore when this module is imported (hydrafit.config.compose, the plugin modules).
 The plugin classes are in hydra_plugins/hydrafit_sweeper (Hydra instantiates plugins only from
 there), their work in hydrafit.sweeps and hydrafit.launch.
@@ -7,7 +7,7 @@ there), their work in hydrafit.sweeps and hydrafit.launch.
 # No `from __future__ import annotations`: Hydra's ConfigStore reads these dataclasses' annotations
 # as types.
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 
@@ -47,6 +47,22 @@ class OptunaSweeperConf:
 
 ConfigStore.instance().store(group="hydra/sweeper", name="optuna", node=OptunaSweeperConf,
                              provider="hydrafit")
+
+
+@dataclass
+class PBTSweeperConf:
+    _target_: str = "hydra_plugins.hydrafit_sweeper.pbt_sweeper.PBTSweeper"
+    population: int = 16              # members, trained as one population
+    perturbation_interval: int = 25   # epochs between two exploit/explore steps
+    quantile_fraction: float = 0.25   # the bottom this fraction copies the top this fraction
+    resample_probability: float = 0.25  # an explored value is drawn again, else perturbed
+    perturbation_factors: List[float] = field(default_factory=lambda: [1.2, 0.8])
+    metric: str = "truth/rmse"        # what ranks the members (lower is better)
+    seed: Optional[int] = None        # the draws (starting values, pairs, explorations)
+    params: Optional[Dict[str, str]] = None  # the search space, in Hydra's sweep grammar
+
+
+ConfigStore.instance().store(group="hydra/sweeper", name="pbt", node=PBTSweeperConf, provider="hydrafit")
 
 
 @dataclass

@@ -48,6 +48,10 @@ def check_run(config: DictConfig, run_dir: str) -> None:
     resume = config.get("resume")
     if resume is not None and not (Path(resume) / ".hydra" / "config.yaml").is_file():
         raise ConfigError(f"resume: '{resume}' is not a hydrafit run directory (no .hydra/config.yaml)")
+    replay = config.get("pbt_replay")
+    if replay is not None and not (Path(replay) / "pbt_schedule.yaml").is_file():
+        raise ConfigError(f"pbt_replay: '{replay}' is not a member of a PBT run (no pbt_schedule.yaml); "
+                          f"give a member's directory of a hydrafit-train -m hparams_search=pbt sweep")
     refuse_existing(config, "hydra.run.dir")
     check_writable("hydra.run.dir", run_dir)
 

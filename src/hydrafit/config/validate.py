@@ -26,7 +26,7 @@ ALLOWED_TARGETS = ("hydrafit.", "torch.optim.", "pytorch_lightning.Trainer",
                    "pytorch_lightning.callbacks.", "pytorch_lightning.loggers.")
 TOP_LEVEL_KEYS = ("seed", "optimized_metric", "resume", "overwrite", "lr_find", "dataset", "model", "optimizer", "scheduler",
                   "trainer", "callbacks", "logger",
-                  "resume_sweep", "mlp_shape")  # hydrafit.sweeps; mlp_shape: hparams_search=optuna
+                  "resume_sweep", "mlp_shape", "pbt_replay")  # hydrafit.sweeps; mlp_shape: hparams_search=optuna
 
 
 # model.activation's names and the torch.nn classes hydrafit.models builds for them; model.init's

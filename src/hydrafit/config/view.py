@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 # The keys RunView reads, as dotted paths: the one list of keys read by name outside `_target_`s.
 KEYS = (
-    "seed", "optimized_metric", "resume", "resume_sweep", "overwrite", "lr_find",
+    "seed", "optimized_metric", "resume", "resume_sweep", "overwrite", "lr_find", "pbt_replay",
     "dataset.batch_size", "dataset.steps_per_batch", "dataset.standardize",
     "optimizer.lr", "scheduler",
     "trainer.max_epochs", "trainer.default_root_dir", "trainer.profiler", "trainer.accelerator", "trainer.precision",
@@ -60,7 +60,7 @@ class CallbacksView:
         checkpoint = (node or {}).get("model_checkpoint") or {}
         pruning = (node or {}).get("optuna_pruning") or {}
         return cls(
-            names=tuple(str(k) for k in node or {}), node=node,
+            names=tuple(str(k) for k, v in (node or {}).items() if v is not None), node=node,
             checkpoint_every=int(checkpoint.get("every_n_epochs") or 0),
             keeps_best=bool(checkpoint) and (checkpoint.get("save_top_k") or 0) >= 1
             and checkpoint.get("monitor") == "train/loss",
@@ -75,6 +75,7 @@ class RunView:
     seed: int
     optimized_metric: str
     resume: str | None
+    pbt_replay: str | None           # a PBT member's run dir to replay (engine.single.replayed_run)
     lr_find: bool
     max_epochs: int
     batch_size: int | None
@@ -101,6 +102,7 @@ class RunView:
         data, trainer = cfg.dataset, cfg.trainer
         return cls(
             seed=int(cfg.seed), optimized_metric=str(cfg.optimized_metric), resume=cfg.get("resume"),
+            pbt_replay=cfg.get("pbt_replay"),
             lr_find=bool(cfg.get("lr_find")), max_epochs=int(trainer.max_epochs), trainer=trainer,
             batch_size=data.get("batch_size"), steps_per_batch=int(data.get("steps_per_batch", 1)),
             standardize=bool(data.get("standardize")), lr=cfg.optimizer.get("lr"),

@@ -68,6 +68,43 @@ class Memberwise(torch.optim.Optimizer):
             h["decoupled"] = 1 - lr * h["weight_decay"]  # AdamW's param.mul_(1 - lr * weight_decay)
         self.constants = {key: t for key, t in self.constants.items() if key[0] not in ("-lr", "decoupled")}
 
+    def set_member(self, k: int, values: dict) -> None:
+        """Member k's hyperparameters ({lr, weight_decay, eps, momentum: value}) from the next
+        step on (a PBT member's explored values: engine.pbt)."""
+        h = self.h
+        for name, value in values.items():
+            h[name] = h[name].copy()  # set_lr may hold a row of a table
+            h[name][k] = float(value)
+        h["-lr"] = -h["lr"]
+        if self.kind != "sgd":
+            h["decoupled"] = 1 - h["lr"] * h["weight_decay"]
+        self.constants = {}
+
+    def copy_member(self, source: int, k: int) -> None:
+        """Member k's optimizer state (Adam's moments, SGD's momentum buffer) becomes member
+        `source`'s, in place; both in one parameter group (one architecture). The step count is
+        every member's (they step together)."""
+        for group in self.param_groups:
+            a, b = group["members"]
+            if a <= k < b:
+                for p in group["params"]:
+                    for t in self.state.get(p, {}).values():
+                        t[k - a] = t[source - a]
+
+    def state_dict(self) -> dict:
+        """torch.optim's state, plus the per-member hyperparameters and the step count, which a
+        resumed fit (a PBT run's population checkpoint) must continue with."""
+        out = super().state_dict()
+        out["memberwise"] = {"h": {k: v.tolist() for k, v in self.h.items()}, "steps": self.steps}
+        return out
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        state_dict = dict(state_dict)
+        own = state_dict.pop("memberwise")
+        super().load_state_dict(state_dict)
+        self.h = {k: np.array(v) for k, v in own["h"].items()}
+        self.steps, self.constants = own["steps"], {}
+
     def _member(self, values: np.ndarray, like: torch.Tensor) -> torch.Tensor:
         """Per-member float64 numbers as a tensor of `like`'s dtype, shaped to broadcast over it."""
         return torch.as_tensor(values, dtype=like.dtype, device=like.device).view(-1, *[1] * (like.dim() - 1))

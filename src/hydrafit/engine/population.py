@@ -30,13 +30,17 @@ from torch import nn
 
 from hydrafit.compat.lightning import fit_state
 from hydrafit.compat.tensorboard import fast_event_checksums
+from hydrafit.config.errors import ConfigError, refuse
 from hydrafit.config.view import RunView
 from hydrafit.engine.batches import MemberSteps, PopulationBatches
 from hydrafit.engine.callbacks import EpochProgressBar, GracefulStop, NoProfiler
 from hydrafit.engine.memberwise import KINDS, Memberwise, clip_gradients, lr_table
+from hydrafit.engine.pbt import Exploitation
 from hydrafit.engine.stacked import Stack, architectures, core, scaling_table
 from hydrafit.engine.startup import quiet_lightning
 from hydrafit.models import set_attribute
+from hydrafit.report.checkpoint import AtomicCheckpointIO
+from hydrafit.sweeps.pbt import STATE_FILE
 
 
 @dataclass
@@ -73,6 +77,7 @@ class Outcome:
     seconds: float
     interrupted: str | None = None  # the signal that stopped the fit
     started: float | None = None    # when the fit started, time.time(): the members' MLflow runs start then
+    pbt: dict | None = None  # hparams_search=pbt: engine.pbt.Exploitation.state() (values, exploits)
 
     def epochs_of(self, k: int) -> int:
         """The epochs member k trained: up to where it diverged or finished, or all of the fit's."""
@@ -92,7 +97,8 @@ class Population(pl.LightningModule):
 
     automatic_optimization = False
 
-    def __init__(self, members: list[Member], every_n_epochs: int = 0, keeps_best: bool = True, pruning=None):
+    def __init__(self, members: list[Member], every_n_epochs: int = 0, keeps_best: bool = True, pruning=None,
+                 pbt=None):
         super().__init__()
         groups = architectures([core(m.module) for m in members])
         self.order = [k for group in groups for k in group]  # the population's member i is members[order[i]]
@@ -127,7 +133,11 @@ class Population(pl.LightningModule):
         self.batch_size, self.steps_per_batch = views[0].batch_size, views[0].steps_per_batch
         self.data = {name: torch.stack([getattr(m.datamodule, name) for m in members])
                      for name in ("x_train", "y_train", "x_val", "y_val")}
-        if pruning is not None and pruning.metric == "truth/rmse":  # where a single run computes it (metrics)
+        self.pbt = pbt and Exploitation(pbt, [m.cfg for m in members], self.kind)
+        if self.pbt is not None and len(self.stacks) > 1:
+            refuse("hparams_search=pbt: the members must share one net (a copied member's weights must fit it)")
+        metrics = {pruning and pruning.metric, pbt and pbt.metric}
+        if "truth/rmse" in metrics:  # where a single run computes it (metrics)
             grids = [m.datamodule.grid() for m in members]
             self.data |= {"grid": torch.stack(grids),
                           "truth": torch.stack([m.datamodule.truth(g) for m, g in zip(members, grids)])}
@@ -142,6 +152,7 @@ class Population(pl.LightningModule):
         self.best: dict[int, dict] = {}
         self.best_loss = torch.full((len(members),), math.inf)
         self._snapshot: dict | None = None
+        self.state_path: Path | None = None  # a PBT run's population checkpoint (fit)
 
     __setattr__ = set_attribute
 
@@ -222,6 +233,50 @@ class Population(pl.LightningModule):
         if self.current_epoch + 1 in self.ends:  # else no member ends: no device sync this epoch
             self.finish((self.max_epochs == self.current_epoch + 1) & self.active.cpu())
         self.prune()
+        if self.pbt is not None:
+            self.pbt.after_epoch(self, self.current_epoch + 1)
+            if self.pbt.policy.due(self.current_epoch + 1, self.trainer.max_epochs):
+                self.trainer.save_checkpoint(self.state_path)  # resume_sweep= continues from here
+
+    def copy_member(self, source: int, k: int, values: dict) -> None:
+        """PBT's exploit and explore (engine.pbt): member k takes member `source`'s weights and
+        optimizer state, and trains on with hyperparameters `values`. A diverged member that
+        copies a live one lives again."""
+        g = self.stack_of(k)
+        a = self.spans[g][0]
+        with torch.no_grad():
+            for tensors in self.stack_tensors()[g]:
+                for t in tensors.values():
+                    t[k - a] = t[source - a]
+        optimizer = self.optimizers().optimizer
+        optimizer.copy_member(source, k)
+        optimizer.set_member(k, values)
+        if k in self.diverged:
+            del self.diverged[k]
+            self.kept.pop(k, None)
+            self.active[k] = True
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """What a resumed PBT run continues with besides the weights and optimizer (Lightning's):
+        the epochs' losses, the members' ends, their best states, the lineage."""
+        stacked = lambda rows: torch.stack(rows).cpu() if rows else None
+        checkpoint["population"] = {
+            "losses": stacked(self.losses), "val_losses": stacked(self.val_losses),
+            "diverged": self.diverged, "kept": self.kept, "best": self.best, "best_loss": self.best_loss,
+            "active": self.active.cpu(), "pbt": self.pbt and self.pbt.state()}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        saved = checkpoint["population"]
+        if len(saved["active"]) != len(self.seeds):
+            raise ConfigError(f"resume_sweep: the saved population has {len(saved['active'])} members, "
+                              f"this one {len(self.seeds)}")
+        self.losses = list(saved["losses"]) if saved["losses"] is not None else []
+        self.val_losses = list(saved["val_losses"]) if saved["val_losses"] is not None else []
+        self.diverged, self.kept, self.best = saved["diverged"], saved["kept"], saved["best"]
+        self.best_loss = saved["best_loss"]
+        self.active.copy_(saved["active"])
+        if self.pbt is not None:
+            self.pbt.load(saved["pbt"])
 
     def finish(self, done: torch.Tensor) -> None:
         """Members that reached their own trainer.max_epochs (or were pruned) before the fit's end
@@ -308,14 +363,18 @@ class Population(pl.LightningModule):
         return fit_state(self.trainer)
 
     def on_train_end(self) -> None:
+        if self.pbt is not None:  # what the lineage figure colours each member by
+            self.pbt.final_scores = [float(s) for s in self.metric(self.pbt.policy.metric).cpu()]
         snapshot = self.snapshot()
         for k in range(len(self.seeds)):
             self.final.setdefault(k, self.member_state(snapshot, k))
 
 
-def fit(members: list[Member], sweep_dir: Path, spare_core: bool = False, pruning=None) -> Outcome:
+def fit(members: list[Member], sweep_dir: Path, spare_core: bool = False, pruning=None, pbt=None) -> Outcome:
     """Train the members as one population in one Lightning fit on the configured trainer.
     `pruning`: the members' Optuna trials (sweeps.pruning.MemberPruning), in the members' order.
+    `pbt`: a PBT policy (sweeps.pbt.Policy): the fit saves the population to the sweep directory
+    at each of its intervals (sweeps.pbt.STATE_FILE), and continues from there if it exists.
     `spare_core`: another process works meanwhile (the launcher's record_members), so torch
     uses one thread fewer: its threads wait for each other at every operation, and one that
     shares its core with that process made a 480-member fit 3x slower on this project's CPU."""
@@ -325,20 +384,25 @@ def fit(members: list[Member], sweep_dir: Path, spare_core: bool = False, prunin
     cfg, view = members[0].cfg, members[0].view
     # the callbacks that steer the fit; the population does the others' work (report.member)
     callbacks = [instantiate(cfg.callbacks[k]) for k in ("graceful_stop", "progress_bar") if k in view.callbacks.names]
-    population = Population(members, pruning=pruning,
+    population = Population(members, pruning=pruning, pbt=pbt,
                             every_n_epochs=view.callbacks.checkpoint_every,
                             keeps_best=view.callbacks.keeps_best)
-    profiler = {} if view.profiler else {"profiler": NoProfiler()}
+    extra = {} if view.profiler else {"profiler": NoProfiler()}
+    resume = None
+    if pbt is not None:
+        extra["plugins"] = [AtomicCheckpointIO()]  # a kill while saving leaves the previous one
+        population.state_path = sweep_dir / STATE_FILE
+        resume = population.state_path if population.state_path.exists() else None
     # the population trains as long as its longest member; it clips each member's gradients itself
     trainer = instantiate(cfg.trainer, default_root_dir=str(sweep_dir), callbacks=callbacks, logger=False,
                           enable_checkpointing=False, max_epochs=int(population.max_epochs.max()),
                           gradient_clip_val=None,
-                          enable_progress_bar=any(isinstance(c, EpochProgressBar) for c in callbacks), **profiler)
+                          enable_progress_bar=any(isinstance(c, EpochProgressBar) for c in callbacks), **extra)
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, threads - spare_core))
     started, start = time.time(), time.perf_counter()
     try:
-        trainer.fit(population)
+        trainer.fit(population, ckpt_path=resume, weights_only=False)  # our own file: dicts of states
     finally:
         torch.set_num_threads(threads)
     seconds = time.perf_counter() - start
@@ -361,7 +425,7 @@ def fit(members: list[Member], sweep_dir: Path, spare_core: bool = False, prunin
         pruned=by_member(population.pruned),
         kept=by_member(population.kept), best=by_member(population.best),
         epochs=trainer.current_epoch, steps_per_epoch=batches.steps_per_epoch(), seconds=seconds, started=started,
-        interrupted=stopper.received if stopper else None)
+        interrupted=stopper.received if stopper else None, pbt=population.pbt and population.pbt.state())
 
 
 def load_results(members: list[Member], outcome: Outcome) -> None:

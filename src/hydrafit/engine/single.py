@@ -19,10 +19,11 @@ from hydrafit.compat.tensorboard import fast_event_checksums
 from hydrafit.config.errors import ConfigError
 from hydrafit.config.view import RunView
 from hydrafit.data import load_dataset
-from hydrafit.engine.callbacks import NoProfiler
+from hydrafit.engine.callbacks import NoProfiler, PBTReplay
 from hydrafit.engine.lr_finder import find_lr
 from hydrafit.engine.startup import quiet_lightning
 from hydrafit.metrics import metric_names
+from hydrafit.report.lineage import read_lineage
 from hydrafit.models import Regressor
 from hydrafit.report.loggers import log_hyperparameters, logger_configs, purge_step
 from hydrafit.report.status import RunStopped, run_status
@@ -64,11 +65,12 @@ def build_model(cfg: DictConfig, announce: bool = True):
     return datamodule, module
 
 
-def build(cfg: DictConfig, resume_step: int | None = None):
+def build(cfg: DictConfig, resume_step: int | None = None, callbacks: list = ()):
     """Instantiate the run's pieces in a fixed order, announcing each: (datamodule, module, trainer).
-    `resume_step`: TensorBoard drops events at or after it (a crashed run's tail that is redone)."""
+    `resume_step`: TensorBoard drops events at or after it (a crashed run's tail that is redone).
+    `callbacks`: added to the config's (pbt_replay=: engine.callbacks.PBTReplay)."""
     datamodule, module = build_model(cfg)
-    callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values()]
+    callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None] + list(callbacks)
     fast_event_checksums()
     loggers = [instantiate(c, **purge_step(c, resume_step)) for c in logger_configs(cfg.logger)]
     view = RunView.of(cfg)
@@ -83,12 +85,12 @@ def build(cfg: DictConfig, resume_step: int | None = None):
     return datamodule, module, trainer
 
 
-def train(cfg: DictConfig, checkpoint: dict | None = None, ckpt_path=None):
+def train(cfg: DictConfig, checkpoint: dict | None = None, ckpt_path=None, callbacks: list = ()):
     """Build the run from `cfg`, fit (continuing from `ckpt_path`, already loaded as `checkpoint`,
     when resuming), and return the Trainer, its module trained. Raises RunStopped if the loss
     diverged or a signal came."""
     quiet_lightning()
-    datamodule, module, trainer = build(cfg, resume_step=checkpoint and checkpoint["global_step"])
+    datamodule, module, trainer = build(cfg, resume_step=checkpoint and checkpoint["global_step"], callbacks=callbacks)
     lr_find = RunView.of(cfg).lr_find
     if checkpoint is None:
         if lr_find:
@@ -148,6 +150,34 @@ def resumed_run(cfg: DictConfig):
     if not own_job and any(o.startswith("trainer.max_epochs=") for o in hydra.overrides.task):
         resumed.trainer.max_epochs = cfg.trainer.max_epochs
     return resumed, checkpoint, ckpt_path
+
+
+def replayed_run(cfg: DictConfig):
+    """(config, PBTReplay callback) of `pbt_replay=<member dir>`: the member's recorded config,
+    its optimizer's values the first of its lineage's (report.lineage), each later one set from
+    its epoch on by the callback: the run the member's final weights went through. Only
+    trainer.<key> may be overridden besides (trainer.accelerator=gpu, say); the rest is the member's."""
+    run_dir = Path(cfg.pbt_replay)  # hydrafit.config.preflight checked it holds pbt_schedule.yaml
+    hydra = HydraConfig.get()
+    if hydra.mode == RunMode.MULTIRUN:
+        raise ConfigError("pbt_replay: replays one member as one run; it cannot be combined with --multirun")
+    extra = [o for o in hydra.overrides.task if not o.startswith(("pbt_replay=", "trainer."))]
+    if extra:
+        raise ConfigError(f"pbt_replay: a replay trains the member's own config; only trainer.<key>=... may be "
+                          f"overridden (e.g. trainer.accelerator=gpu), got {' '.join(extra)}")
+    lineage = read_lineage(run_dir)
+    replay = recorded_config(run_dir)
+    for override in hydra.overrides.task:
+        if override.startswith("trainer."):
+            key = override.split("=", 1)[0]
+            OmegaConf.update(replay, key, OmegaConf.select(cfg, key))
+    for key, value in lineage[0].items():
+        if key not in ("from_epoch", "trained_as"):
+            OmegaConf.update(replay, key, value)
+    replay.pbt_replay = str(run_dir)
+    log.info("Replaying  PBT member %s: %s", run_dir, "; ".join(
+        f"from epoch {s['from_epoch']} as member {s['trained_as']}" for s in lineage))
+    return replay, PBTReplay(lineage)
 
 
 def refuse_running(run_dir: Path) -> None:

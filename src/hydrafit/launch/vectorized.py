@@ -29,7 +29,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from hydrafit.compat.hydra import apply_overrides, job_return, overrides_dirname, returned_value
-from hydrafit.config.errors import ConfigError
+from hydrafit.config.errors import ConfigError, refuse
 from hydrafit.config.validate import validate
 from hydrafit.engine.startup import import_lightning
 from hydrafit.launch.processes import forked, picklable, process_count, share
@@ -51,6 +51,7 @@ class VectorizedLauncher(Launcher):
         self.task_function: Optional[TaskFunction] = None
         self.hydra_context: Optional[HydraContext] = None
         self.compositions: dict = {}  # config-group overrides -> their composed config, pickled (compose)
+        self.pbt = None  # hydrafit.sweeps.pbt.Policy: the jobs are one PBT population (PBTSweeper sets it)
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
@@ -90,11 +91,15 @@ class VectorizedLauncher(Launcher):
 
         returns: List[Optional[JobReturn]] = [None] * len(configs)
         stop: Optional[SystemExit] = None
-        for jobs, why in group(tasks, self.max_population):
+        plan = group(tasks, self.max_population)
+        pbt = self.pbt
+        if pbt is not None:
+            one_population(plan, configs, built, self.max_population)
+        for jobs, why in plan:
             if stop is not None:
                 break
-            stop = self.run_population(jobs, configs, tasks, built, returns, sweep_dir) if why is None and len(jobs) > 1 \
-                else self.run_alone(jobs[0], configs, returns)  # a population of one is an ordinary run
+            stop = self.run_population(jobs, configs, tasks, built, returns, sweep_dir, pbt) \
+                if why is None and len(jobs) > 1 else self.run_alone(jobs[0], configs, returns)  # a population of one is an ordinary run
             HydraConfig.instance().cfg = original
         if stop is not None:
             raise stop
@@ -334,10 +339,13 @@ class VectorizedLauncher(Launcher):
         finally:
             HydraConfig.instance().cfg = original
 
-    def run_population(self, jobs: List[int], configs, tasks, built, returns, sweep_dir: Path) -> Optional[SystemExit]:
-        """Fit the members `built` (prepare) together, write each job."""
+    def run_population(self, jobs: List[int], configs, tasks, built, returns, sweep_dir: Path,
+                       pbt=None) -> Optional[SystemExit]:
+        """Fit the members `built` (prepare) together, write each job. `pbt`: the population is
+        a PBT run's (hydrafit.sweeps.pbt.Policy): its lineage goes to the sweep directory."""
         from hydrafit.engine.population import fit, load_results
         from hydrafit.report.figure import fit_images
+        from hydrafit.report.lineage import write_lineage
         from hydrafit.report.member import member_task
         from hydrafit.sweeps.pruning import member_pruning
 
@@ -353,8 +361,11 @@ class VectorizedLauncher(Launcher):
                 f"#{r[0]}" + (f"-#{r[-1]}" if len(r) > 1 else "") for r in numbers), len(members))
             population = list(members.values())
             outcome = fit(population, sweep_dir, spare_core=recorder is not None,
-                          pruning=member_pruning(population, [configs[i].hydra for i in members]))
+                          pruning=member_pruning(population, [configs[i].hydra for i in members]), pbt=pbt)
             load_results(population, outcome)
+            if outcome.pbt is not None:  # the members' job numbers name them in the lineage files
+                outcome.pbt["numbers"] = [configs[i].hydra.job.num for i in members]
+                write_lineage(sweep_dir, outcome, outcome.pbt["numbers"], pbt)
             images = fit_images(population, outcome)
             member_tasks = {i: member_task(population[k], outcome, k, len(members), images[k])
                             for k, i in enumerate(members)}
@@ -369,6 +380,21 @@ class VectorizedLauncher(Launcher):
         for i in sorted(alone):
             stop = self.run_alone(i, configs, returns) or stop
         return stop
+
+
+def one_population(plan, configs, built, max_population: Optional[int]) -> None:
+    """Refuse in one line a PBT run whose members would not all train in one population: PBT's
+    exploits copy between the members of one fit."""
+    for jobs, why in plan:
+        if why is not None:
+            refuse(f"hparams_search=pbt trains every member in one population; job #{configs[jobs[0]].hydra.job.num} "
+                   f"cannot join it: {why}")
+    if len(plan) > 1:
+        refuse(f"hparams_search=pbt trains every member in one population: hydra.launcher.max_population "
+               f"({max_population}) is below hydra.sweeper.population ({len(configs)})")
+    if any(built[i] is None for i in plan[0][0]):
+        refuse("hparams_search=pbt trains every member in one population; a member's data or net could not be "
+               "built (hydrafit-train with its overrides, without -m, says why)")
 
 
 def failed(error: Exception, out: Path) -> Exception:

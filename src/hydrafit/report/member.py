@@ -11,10 +11,12 @@ from omegaconf import DictConfig
 from hydrafit.metrics import final_metrics, metric_names
 from hydrafit.report.checkpoint import save_checkpoint
 from hydrafit.report.figure import write_fit_png
+from hydrafit.report.lineage import SCHEDULE_FILE, schedule_yaml, values_by_epoch
 from hydrafit.report.loggers import (fit_span, log_fit_image, log_hyperparameters, log_scalars, logger_configs,
                                      save_hparams)
 from hydrafit.report.metrics_file import write_metrics, write_running
 from hydrafit.report.status import RunStopped, diverged_message, interrupted_message
+from hydrafit.rundir.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,10 @@ def write_member(member, outcome, k: int, image) -> float | None:
     log_hyperparameters(loggers, cfg, metric_names(datamodule))
     steps = [(epoch + 1) * outcome.steps_per_epoch - 1 for epoch in range(epochs)]
     log_scalars(loggers, "train/loss", outcome.losses[:epochs, k].tolist(), steps)
+    if outcome.pbt is not None:  # hparams_search=pbt: the values it trained with, its schedule
+        for key, values in values_by_epoch(outcome.pbt, k, epochs).items():
+            log_scalars(loggers, f"pbt/{key}", values, steps)
+        write_atomic(run_dir / SCHEDULE_FILE, schedule_yaml(outcome.pbt, k, outcome.pbt["numbers"]))
     if outcome.val_losses is not None:  # on the epochs a single run validates (trainer.check_val_every_n_epoch)
         every = [e for e in range(epochs) if (e + 1) % view.val_every == 0]
         log_scalars(loggers, "val/loss", outcome.val_losses[every, k].tolist(), [steps[e] for e in every])

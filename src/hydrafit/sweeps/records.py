@@ -110,6 +110,8 @@ def _plan_of(path: Path, mtime_ns: int, size: int) -> Plan:
         log.debug("cannot parse the sweep of %s: %s", path.parent, error)
     if sweeper.get("n_trials") is not None:
         plan.n_jobs = int(sweeper.n_trials)
+    if str(sweeper.get("_target_", "")).endswith(".PBTSweeper"):  # one population: jobs 0..population-1
+        plan.resumable, plan.n_jobs = True, int(sweeper.population)
     if is_search(sweeper):  # read_plan asks the study for its trials (hydra.sweeper.join: all workers')
         plan.resumable, plan.n_jobs = True, None
         plan.study = (storage_url(sweeper.get("storage"), path.parent), str(sweeper.study_name))

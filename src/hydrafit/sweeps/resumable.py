@@ -168,6 +168,8 @@ class ResumableSweeper(Sweeper):
         OmegaConf.save(config, sweep_dir / f"multirun.resume_{stamp}.yaml")
         if str(original.hydra.sweeper._target_).endswith(".OptunaSweeper"):
             return self._search(original, sweep_dir, config)
+        if str(original.hydra.sweeper._target_).endswith(".PBTSweeper"):
+            return self._population(original, sweep_dir, config)
         launcher = Plugins.instance().instantiate_launcher(
             hydra_context=self.grid.hydra_context, task_function=self.task_function, config=config)
         jobs = self._grid(original.hydra.overrides.task, original.hydra.sweeper.get("params"))
@@ -203,6 +205,30 @@ class ResumableSweeper(Sweeper):
             config.hydra.sweeper = settings
         search.setup(hydra_context=self.grid.hydra_context, task_function=self.task_function,
                      config=config)
+        return search.sweep([str(o) for o in original.hydra.overrides.task])
+
+    def _population(self, original: DictConfig, sweep_dir: Path, config: DictConfig) -> Any:
+        """Continue the PBT run recorded in `original`: its whole population again, from the
+        population it saved at its last interval (sweeps.pbt.STATE_FILE; from epoch 0 without
+        one), each member's earlier attempt set aside (its files are written anew, lineage and
+        every epoch's losses included)."""
+        statuses = {n: read_metrics(d / "metrics.json")[0] for n, d in job_dirs(sweep_dir).items()}
+        population = int(original.hydra.sweeper.population)
+        if len(statuses) == population and set(statuses.values()) == {"completed"}:
+            log.info("Resuming %s: the PBT run completed; nothing to run", sweep_dir)
+            return []
+        from hydrafit.sweeps.pbt import STATE_FILE  # (that module launches through this one)
+
+        state = sweep_dir / STATE_FILE
+        log.info("Resuming %s: the PBT population %s", sweep_dir,
+                 "continues from its last saved interval" if state.exists() else "starts again (nothing saved)")
+        self._set_aside(sweep_dir, sorted(statuses))
+        settings = OmegaConf.to_container(original.hydra.sweeper, resolve=True)
+        search = instantiate(settings, _convert_="all")
+        search.resume_from = sweep_dir
+        with read_write(config.hydra), open_dict(config.hydra):
+            config.hydra.sweeper = settings
+        search.setup(hydra_context=self.grid.hydra_context, task_function=self.task_function, config=config)
         return search.sweep([str(o) for o in original.hydra.overrides.task])
 
     def _grid(self, task_overrides, params) -> List[List[str]]:

@@ -150,7 +150,7 @@ def check_resume(config: DictConfig) -> None:
         raise ConfigError(f"resume_sweep: '{resume}' is not a sweep directory (no multirun.yaml)")
     plan = read_plan(sweep_dir)
     if not plan.resumable:
-        raise ConfigError(f"resume_sweep: '{resume}' was not swept by hydrafit's sweepers (resumable, optuna)")
+        raise ConfigError(f"resume_sweep: '{resume}' was not swept by hydrafit's sweepers (resumable, optuna, pbt)")
     if not str(config.hydra.sweeper._target_).endswith(".ResumableSweeper"):
         raise ConfigError("resume_sweep: a sweep resumes with the sweeper it recorded; drop hparams_search= "
              "and hydra/sweeper=")
