@@ -39,9 +39,30 @@ train: install
 	$(BIN)/hydrafit-train $(ARGS)
 
 # Two workers (pytest-xdist), each running whole test files: module fixtures are built once.
+# Not the cluster tests: they need root and system packages (make test-cluster).
 PYTEST_ARGS ?= -n 2 --dist loadfile
 test: install ui
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not cluster" $(PYTEST_ARGS)
+
+# tests/cluster against real services it starts itself (a one-node SLURM cluster with accounting,
+# a PostgreSQL server), ~1 min. Needs root and apt-get: the Debian packages are installed when one
+# is missing (dpkg-query shows "ii" for each installed one). Noninteractive, so that no package's
+# configuration question waits for a terminal. The services use ports of their own, so the system
+# ones that apt may start elsewhere do not collide with them.
+CLUSTER_PACKAGES := slurm-wlm munge slurmdbd mariadb-server postgresql
+.PHONY: test-cluster cluster-packages
+cluster-packages:
+	@if dpkg-query -W -f='$${db:Status-Abbrev}\n' $(CLUSTER_PACKAGES) 2>&1 | grep -qv '^ii'; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+			$(CLUSTER_PACKAGES); fi
+
+# The postgres extra (psycopg 3) on top of what make install puts in .venv.
+$(VENV)/.installed-postgres: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e ".[dev,sweeps,mlflow,postgres]"
+	touch $@
+
+test-cluster: cluster-packages $(VENV)/.installed-postgres
+	$(BIN)/python -m pytest -m cluster tests/cluster
 
 # The benchmark rows, baseline vs hydrafit, ~14 min; writes benchmarks/results.md (BENCH_ARGS=--quick: tiny)
 .PHONY: bench

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import sys
 import warnings
 
@@ -38,9 +39,14 @@ def import_lightning() -> None:
 def quiet_lightning() -> None:
     """Silence, where each comes from, the Lightning output that says nothing about the run: its
     advertising tips (logged at INFO by its rank_zero logger), "no validation split" (intended
-    here) and a torch deprecation inside Lightning's own code. Other warnings still show."""
+    here), a torch deprecation inside Lightning's own code, and, outside a SLURM allocation, "The
+    `srun` command is available on your system but is not used", which Lightning's SLURM
+    detection says whenever slurm's client is installed (inside a job it still warns: a job's
+    processes started without srun hang). Other warnings still show."""
     rank_zero = logging.getLogger("pytorch_lightning.utilities.rank_zero")
     if advertisement not in rank_zero.filters:
         rank_zero.addFilter(advertisement)
     warnings.filterwarnings("ignore", message="Total length of .* across ranks is zero")
     warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)")
+    if "SLURM_JOB_ID" not in os.environ:
+        warnings.filterwarnings("ignore", message="The `srun` command is available on your system but is not")
