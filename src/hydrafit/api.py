@@ -32,6 +32,7 @@ from hydrafit.config.compose import compose, job_config, start
 from hydrafit.config.errors import ConfigError
 from hydrafit.config.preflight import check_request, check_run
 from hydrafit.config.validate import validate
+from hydrafit.config.view import RunView
 from hydrafit.report.status import RunStopped
 from hydrafit.rundir import dirs
 from hydrafit.rundir.files import write_failure
@@ -76,35 +77,35 @@ def fit(overrides: Sequence[str] = (), run_dir: str | Path | None = None) -> Res
             check_run(cfg, str(out))
             job = start(cfg)
             with run_log(out / f"{cfg.hydra.job.name}.log", cfg):
-                trained_cfg, trainer = run(job)
-                optimized_value(trained_cfg, trainer)
+                _, model, _ = run(job)
         except ConfigError:  # bad input, found before or while building: no directory is left
             remove_created(created)
             raise
-    model = trainer.lightning_module
     model.trainer = None  # let the Trainer, its loggers and data go
     return result(out, model)
 
 
 def run(cfg: DictConfig):
     """What `hydrafit-train` and hydrafit.fit do with a composed job config: validate, then train
-    it, or continue the run `resume=` names. Returns (the config trained, the Trainer). An error
-    other than bad input or a stopped run is recorded in metrics.json, then raised."""
+    it, continue the run `resume=` names, or replay the PBT member `pbt_replay=` names. Returns
+    (the config trained, its trained Regressor, its optimized metric or None). An error other
+    than bad input or a stopped run is recorded in metrics.json, then raised."""
     # The engine imports torch and Lightning (~4 s): imported when a run starts, so that `import
     # hydrafit` and `hydrafit-train --help` stay quick.
+    from hydrafit.engine.replay import replay
     from hydrafit.engine.single import replayed_run, resumed_run, train
 
     try:
         validate(cfg)
-        if cfg.get("pbt_replay") is not None:
-            replay, callback = replayed_run(cfg)
-            validate(replay)
-            return replay, train(replay, callbacks=[callback])
+        if RunView.of(cfg).pbt_replay is not None:
+            replayed, lineage = replayed_run(cfg)
+            validate(replayed)
+            return replayed, *replay(replayed, lineage)
         if cfg.resume is None:
-            return cfg, train(cfg)
+            return trained(cfg, train(cfg))
         resumed, checkpoint, ckpt_path = resumed_run(cfg)
         validate(resumed)
-        return resumed, train(resumed, checkpoint, ckpt_path)
+        return trained(resumed, train(resumed, checkpoint, ckpt_path))
     except (ConfigError, RunStopped):
         raise
     except Exception as error:
@@ -116,6 +117,11 @@ def record_failure(error: BaseException) -> None:
     """metrics.json of a job that did not finish: `status: failed` and the error, so a sweep
     summary (and a person) can tell it from a result (files.write_failure: also on a full disk)."""
     write_failure(Path(HydraConfig.get().runtime.output_dir) / "metrics.json", error)
+
+
+def trained(cfg: DictConfig, trainer) -> tuple:
+    """run()'s (config, Regressor, optimized metric) of a Lightning fit."""
+    return cfg, trainer.lightning_module, optimized_value(cfg, trainer)
 
 
 def optimized_value(cfg: DictConfig, trainer) -> float | None:

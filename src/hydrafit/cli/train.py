@@ -22,7 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from hydrafit.api import optimized_value, record_failure, run
+from hydrafit.api import record_failure, run
 from hydrafit.cli.plugins import register_plugins
 from hydrafit.compat.omegaconf import parsing_cached
 from hydrafit.compat.stdlib import run_exit_handlers
@@ -103,7 +103,7 @@ def main(cfg: DictConfig) -> float | None:
     import_lightning()
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
-        return optimized_value(*run(cfg))
+        return run(cfg)[2]
     except RunStopped as stop:  # metrics.json already says diverged/interrupted
         if multirun:
             raise

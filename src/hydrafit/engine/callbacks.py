@@ -15,7 +15,6 @@ from pytorch_lightning.callbacks import EarlyStopping, ProgressBar
 from tqdm.auto import tqdm
 
 from hydrafit.engine import signals
-from hydrafit.sweeps.pbt import KEYS
 
 
 class StopOnDivergence(EarlyStopping):
@@ -135,21 +134,3 @@ class NoProfiler(pl.profilers.PassThroughProfiler):
     def profile(self, action_name: str):
         return self._nothing
 
-
-class PBTReplay(pl.Callback):
-    """pbt_replay=: a PBT member's lineage (hydrafit.report.lineage) trained as one run. At the
-    start of each epoch the optimizer takes the values of the lineage's segment that covers it,
-    as the member's population set them after the epoch before (engine.pbt), and logs them as
-    the member's run does (TensorBoard `pbt/<key>`)."""
-
-    def __init__(self, lineage: list[dict]):
-        self.lineage = lineage
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        segment = [s for s in self.lineage if s["from_epoch"] <= trainer.current_epoch][-1]
-        values = {key: value for key, value in segment.items() if key in KEYS}
-        for optimizer in trainer.optimizers:
-            for group in optimizer.param_groups:
-                group.update({KEYS[key]: value for key, value in values.items()})
-        for key, value in values.items():
-            pl_module.log(f"pbt/{key}", float(value), on_step=False, on_epoch=True)

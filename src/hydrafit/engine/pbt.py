@@ -15,14 +15,9 @@ import math
 
 from omegaconf import OmegaConf
 
-from hydrafit.config.errors import refuse
 from hydrafit.sweeps.pbt import KEYS
 
 log = logging.getLogger(__name__)
-
-# What each optimizer a population trains lets a member change mid-fit (engine.memberwise).
-CHANGEABLE = {"adam": ("lr", "weight_decay", "eps"), "adamw": ("lr", "weight_decay", "eps"),
-              "sgd": ("lr", "weight_decay", "momentum")}
 
 
 class Exploitation:
@@ -30,21 +25,19 @@ class Exploitation:
     `values[k]`: member k's hyperparameters ({config key: value}) now; `initial`: at the start;
     `rows`: one per exploit (epoch, member, copied_from, old and new values, scores)."""
 
-    def __init__(self, policy, cfgs: list, kind: str):
-        for key in policy.space:
-            if KEYS[key] not in CHANGEABLE[kind]:
-                refuse(f"hydra.sweeper.params: the {kind} optimizer has no '{key}' a member can change; it "
-                       f"takes {', '.join('optimizer.' + a for a in CHANGEABLE[kind])}")
+    resumable = True  # the population is saved at each interval (engine.population.fit)
+
+    def __init__(self, policy, cfgs: list):
         self.policy = policy
         self.initial = [{key: OmegaConf.select(cfg, key) for key in policy.space} for cfg in cfgs]
         self.values = [dict(v) for v in self.initial]
         self.rows: list[dict] = []
         self.final_scores: list[float] = []  # each member's metric when the fit ended
 
-    def after_epoch(self, population, epoch: int) -> None:
-        """Exploit and explore if `epoch` epochs end an interval (policy.due)."""
+    def after_epoch(self, population, epoch: int) -> bool:
+        """Exploit and explore if `epoch` epochs end an interval (policy.due); whether they did."""
         if not self.policy.due(epoch, population.trainer.max_epochs):
-            return
+            return False
         scores = [float(s) for s in population.metric(self.policy.metric).cpu()]
         for member, source in self.policy.pairs(scores, epoch):
             new = self.policy.explore(self.values[source], epoch, member)
@@ -57,6 +50,7 @@ class Exploitation:
         log.info("PBT after epoch %d: %d members copied the top ones; best %s = %.6g", epoch,
                  len(self.policy.pairs(scores, epoch)), self.policy.metric,
                  min((s for s in scores if math.isfinite(s)), default=math.nan))
+        return True
 
     def state(self) -> dict:
         return {"initial": self.initial, "values": self.values, "rows": self.rows,
@@ -64,3 +58,32 @@ class Exploitation:
 
     def load(self, state: dict) -> None:
         self.initial, self.values, self.rows = state["initial"], state["values"], state["rows"]
+
+
+class Replay:
+    """pbt_replay=: a PBT member's lineage (hydrafit.report.lineage) applied to a population that
+    trains it: after the epochs each segment starts at, every member takes that segment's
+    values, as the PBT run's population set them (Exploitation.after_epoch, same place, same
+    arithmetic). state() is the lineage as one member's values (report.member logs them)."""
+
+    resumable = False
+
+    def __init__(self, lineage: list[dict]):
+        self.lineage = lineage
+
+    @staticmethod
+    def values(segment: dict) -> dict:
+        return {key: value for key, value in segment.items() if key in KEYS}
+
+    def after_epoch(self, population, epoch: int) -> bool:
+        for segment in self.lineage[1:]:
+            if segment["from_epoch"] == epoch:
+                values = {KEYS[key]: value for key, value in self.values(segment).items()}
+                for k in range(len(population.seeds)):
+                    population.optimizers().optimizer.set_member(k, values)
+        return False
+
+    def state(self) -> dict:
+        rows = [{"epoch": s["from_epoch"], "member": 0, **{f"new {k}": v for k, v in self.values(s).items()}}
+                for s in self.lineage[1:]]
+        return {"initial": [self.values(self.lineage[0])], "rows": rows, "numbers": None}

@@ -133,10 +133,13 @@ class Population(pl.LightningModule):
         self.batch_size, self.steps_per_batch = views[0].batch_size, views[0].steps_per_batch
         self.data = {name: torch.stack([getattr(m.datamodule, name) for m in members])
                      for name in ("x_train", "y_train", "x_val", "y_val")}
-        self.pbt = pbt and Exploitation(pbt, [m.cfg for m in members], self.kind)
+        self.pbt = pbt  # engine.pbt.Exploitation (hparams_search=pbt) or Replay (pbt_replay=), or None
         if self.pbt is not None and len(self.stacks) > 1:
             refuse("hparams_search=pbt: the members must share one net (a copied member's weights must fit it)")
-        metrics = {pruning and pruning.metric, pbt and pbt.metric}
+        if self.pbt is not None and self.lrs is not None:
+            refuse("scheduler: PBT's explored values are the members' schedule; use scheduler=none with "
+                   "hparams_search=pbt")
+        metrics = {pruning and pruning.metric, getattr(getattr(pbt, "policy", None), "metric", None)}
         if "truth/rmse" in metrics:  # where a single run computes it (metrics)
             grids = [m.datamodule.grid() for m in members]
             self.data |= {"grid": torch.stack(grids),
@@ -233,10 +236,8 @@ class Population(pl.LightningModule):
         if self.current_epoch + 1 in self.ends:  # else no member ends: no device sync this epoch
             self.finish((self.max_epochs == self.current_epoch + 1) & self.active.cpu())
         self.prune()
-        if self.pbt is not None:
-            self.pbt.after_epoch(self, self.current_epoch + 1)
-            if self.pbt.policy.due(self.current_epoch + 1, self.trainer.max_epochs):
-                self.trainer.save_checkpoint(self.state_path)  # resume_sweep= continues from here
+        if self.pbt is not None and self.pbt.after_epoch(self, self.current_epoch + 1) and self.state_path:
+            self.trainer.save_checkpoint(self.state_path)  # resume_sweep= continues from here
 
     def copy_member(self, source: int, k: int, values: dict) -> None:
         """PBT's exploit and explore (engine.pbt): member k takes member `source`'s weights and
@@ -363,7 +364,7 @@ class Population(pl.LightningModule):
         return fit_state(self.trainer)
 
     def on_train_end(self) -> None:
-        if self.pbt is not None:  # what the lineage figure colours each member by
+        if isinstance(self.pbt, Exploitation):  # what the lineage figure colours each member by
             self.pbt.final_scores = [float(s) for s in self.metric(self.pbt.policy.metric).cpu()]
         snapshot = self.snapshot()
         for k in range(len(self.seeds)):
@@ -373,8 +374,9 @@ class Population(pl.LightningModule):
 def fit(members: list[Member], sweep_dir: Path, spare_core: bool = False, pruning=None, pbt=None) -> Outcome:
     """Train the members as one population in one Lightning fit on the configured trainer.
     `pruning`: the members' Optuna trials (sweeps.pruning.MemberPruning), in the members' order.
-    `pbt`: a PBT policy (sweeps.pbt.Policy): the fit saves the population to the sweep directory
-    at each of its intervals (sweeps.pbt.STATE_FILE), and continues from there if it exists.
+    `pbt`: engine.pbt.Exploitation (a PBT run: the fit saves the population to the sweep
+    directory at each of its intervals, sweeps.pbt.STATE_FILE, and continues from there if it
+    exists) or engine.pbt.Replay (pbt_replay=).
     `spare_core`: another process works meanwhile (the launcher's record_members), so torch
     uses one thread fewer: its threads wait for each other at every operation, and one that
     shares its core with that process made a 480-member fit 3x slower on this project's CPU."""
@@ -389,7 +391,7 @@ def fit(members: list[Member], sweep_dir: Path, spare_core: bool = False, prunin
                             keeps_best=view.callbacks.keeps_best)
     extra = {} if view.profiler else {"profiler": NoProfiler()}
     resume = None
-    if pbt is not None:
+    if pbt is not None and pbt.resumable:
         extra["plugins"] = [AtomicCheckpointIO()]  # a kill while saving leaves the previous one
         population.state_path = sweep_dir / STATE_FILE
         resume = population.state_path if population.state_path.exists() else None

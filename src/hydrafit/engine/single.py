@@ -19,7 +19,7 @@ from hydrafit.compat.tensorboard import fast_event_checksums
 from hydrafit.config.errors import ConfigError
 from hydrafit.config.view import RunView
 from hydrafit.data import load_dataset
-from hydrafit.engine.callbacks import NoProfiler, PBTReplay
+from hydrafit.engine.callbacks import NoProfiler
 from hydrafit.engine.lr_finder import find_lr
 from hydrafit.engine.startup import quiet_lightning
 from hydrafit.metrics import metric_names
@@ -65,12 +65,11 @@ def build_model(cfg: DictConfig, announce: bool = True):
     return datamodule, module
 
 
-def build(cfg: DictConfig, resume_step: int | None = None, callbacks: list = ()):
+def build(cfg: DictConfig, resume_step: int | None = None):
     """Instantiate the run's pieces in a fixed order, announcing each: (datamodule, module, trainer).
-    `resume_step`: TensorBoard drops events at or after it (a crashed run's tail that is redone).
-    `callbacks`: added to the config's (pbt_replay=: engine.callbacks.PBTReplay)."""
+    `resume_step`: TensorBoard drops events at or after it (a crashed run's tail that is redone)."""
     datamodule, module = build_model(cfg)
-    callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None] + list(callbacks)
+    callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None]
     fast_event_checksums()
     loggers = [instantiate(c, **purge_step(c, resume_step)) for c in logger_configs(cfg.logger)]
     view = RunView.of(cfg)
@@ -85,12 +84,12 @@ def build(cfg: DictConfig, resume_step: int | None = None, callbacks: list = ())
     return datamodule, module, trainer
 
 
-def train(cfg: DictConfig, checkpoint: dict | None = None, ckpt_path=None, callbacks: list = ()):
+def train(cfg: DictConfig, checkpoint: dict | None = None, ckpt_path=None):
     """Build the run from `cfg`, fit (continuing from `ckpt_path`, already loaded as `checkpoint`,
     when resuming), and return the Trainer, its module trained. Raises RunStopped if the loss
     diverged or a signal came."""
     quiet_lightning()
-    datamodule, module, trainer = build(cfg, resume_step=checkpoint and checkpoint["global_step"], callbacks=callbacks)
+    datamodule, module, trainer = build(cfg, resume_step=checkpoint and checkpoint["global_step"])
     lr_find = RunView.of(cfg).lr_find
     if checkpoint is None:
         if lr_find:
@@ -153,10 +152,10 @@ def resumed_run(cfg: DictConfig):
 
 
 def replayed_run(cfg: DictConfig):
-    """(config, PBTReplay callback) of `pbt_replay=<member dir>`: the member's recorded config,
-    its optimizer's values the first of its lineage's (report.lineage), each later one set from
-    its epoch on by the callback: the run the member's final weights went through. Only
-    trainer.<key> may be overridden besides (trainer.accelerator=gpu, say); the rest is the member's."""
+    """(config, lineage) of `pbt_replay=<member dir>`: the member's recorded config, its
+    optimizer's values the first of its lineage's (report.lineage), the later ones set from their
+    epochs on as it trains (engine.replay). Only trainer.<key> may be overridden besides
+    (trainer.accelerator=gpu, say); the rest is the member's."""
     run_dir = Path(cfg.pbt_replay)  # hydrafit.config.preflight checked it holds pbt_schedule.yaml
     hydra = HydraConfig.get()
     if hydra.mode == RunMode.MULTIRUN:
@@ -177,7 +176,7 @@ def replayed_run(cfg: DictConfig):
     replay.pbt_replay = str(run_dir)
     log.info("Replaying  PBT member %s: %s", run_dir, "; ".join(
         f"from epoch {s['from_epoch']} as member {s['trained_as']}" for s in lineage))
-    return replay, PBTReplay(lineage)
+    return replay, lineage
 
 
 def refuse_running(run_dir: Path) -> None:

@@ -343,6 +343,7 @@ class VectorizedLauncher(Launcher):
                        pbt=None) -> Optional[SystemExit]:
         """Fit the members `built` (prepare) together, write each job. `pbt`: the population is
         a PBT run's (hydrafit.sweeps.pbt.Policy): its lineage goes to the sweep directory."""
+        from hydrafit.engine.pbt import Exploitation
         from hydrafit.engine.population import fit, load_results
         from hydrafit.report.figure import fit_images
         from hydrafit.report.lineage import write_lineage
@@ -361,7 +362,8 @@ class VectorizedLauncher(Launcher):
                 f"#{r[0]}" + (f"-#{r[-1]}" if len(r) > 1 else "") for r in numbers), len(members))
             population = list(members.values())
             outcome = fit(population, sweep_dir, spare_core=recorder is not None,
-                          pruning=member_pruning(population, [configs[i].hydra for i in members]), pbt=pbt)
+                          pruning=member_pruning(population, [configs[i].hydra for i in members]),
+                          pbt=pbt and Exploitation(pbt, [m.cfg for m in population]))
             load_results(population, outcome)
             if outcome.pbt is not None:  # the members' job numbers name them in the lineage files
                 outcome.pbt["numbers"] = [configs[i].hydra.job.num for i in members]

@@ -65,7 +65,8 @@ def write_member(member, outcome, k: int, image) -> float | None:
     if outcome.pbt is not None:  # hparams_search=pbt: the values it trained with, its schedule
         for key, values in values_by_epoch(outcome.pbt, k, epochs).items():
             log_scalars(loggers, f"pbt/{key}", values, steps)
-        write_atomic(run_dir / SCHEDULE_FILE, schedule_yaml(outcome.pbt, k, outcome.pbt["numbers"]))
+        if outcome.pbt["numbers"] is not None:  # a PBT run's member (not a replay: engine.replay)
+            write_atomic(run_dir / SCHEDULE_FILE, schedule_yaml(outcome.pbt, k, outcome.pbt["numbers"]))
     if outcome.val_losses is not None:  # on the epochs a single run validates (trainer.check_val_every_n_epoch)
         every = [e for e in range(epochs) if (e + 1) % view.val_every == 0]
         log_scalars(loggers, "val/loss", outcome.val_losses[every, k].tolist(), [steps[e] for e in every])
