@@ -22,7 +22,7 @@ from pathlib import Path
 
 # in_process and plain import torch and Lightning (~4 s): the targets that use them import them,
 # so that --help answers at once.
-from benchmarks import peers, populations, processes, sweep_overhead
+from benchmarks import pbt, peers, populations, processes, sweep_overhead
 
 RESULTS = Path(__file__).with_name("results.md")
 MEASURED: dict[str, float] = {}  # figures one benchmark passes to another's row
@@ -37,7 +37,8 @@ FULL = {"t1": dict(short=250, long=2250, repeats=5), "t2": dict(args=[], epochs=
         "cli": dict(repeats=3), "overhead": dict(sizes=[10, 100, 1000]),
         "vec": dict(**VEC_GRID, common=[]), "peers": dict(**VEC_GRID, epochs=250, repeats=(3, 1)),
         "pop": dict(lrs=LRS[:8], seeds=6, shape_lrs=["0.001", "0.003", "0.01", "0.03", "0.1"],
-                    widths=["[8]", "[16]", "[32]", "[64]"], shape_seeds=12, epochs=250, repeats=3, common=[])}
+                    widths=["[8]", "[16]", "[32]", "[64]"], shape_seeds=12, epochs=250, repeats=3, common=[]),
+        "pbt": dict(members=32, seeds=[1, 2, 3], epochs=250, interval=25)}
 QUICK = {"t1": dict(short=5, long=15, repeats=1),
          "t2": dict(args=["trainer.max_epochs=5"], epochs=5, repeats=1),
          "t3": dict(n_points=20_000, batch_size=4096, repeats=1),
@@ -46,7 +47,8 @@ QUICK = {"t1": dict(short=5, long=15, repeats=1),
          "vec": dict(**VEC_GRID_QUICK, common=["trainer.max_epochs=5"]),
          "peers": dict(**VEC_GRID_QUICK, epochs=20, repeats=(1, 1)),
          "pop": dict(lrs=["0.01", "0.03"], seeds=1, shape_lrs=["0.01"], widths=["[8]", "[16]"], shape_seeds=2,
-                     epochs=5, repeats=1, common=["trainer.max_epochs=5"])}
+                     epochs=5, repeats=1, common=["trainer.max_epochs=5"]),
+         "pbt": dict(members=4, seeds=[1], epochs=4, interval=2)}
 
 
 @dataclass
@@ -224,6 +226,28 @@ def population_rows(lrs: list[str], seeds: int, shape_lrs: list[str], widths: li
     return rows
 
 
+def pbt_rows(members: int, seeds: list[int], epochs: int, interval: int) -> list[Row]:
+    """Row 9 (benchmarks/pbt.py): PBT against a vectorised grid of as many members over the same
+    lr range, on the default problem and a harder one: wall time (mean over the seeds of the
+    whole procedure) and each seed's best / median / worst final truth/rmse."""
+    rows = []
+    for target in pbt.TARGETS:
+        result = pbt.compare(target, members, seeds, epochs, interval)
+        grid_s, pbt_s = (sum(r["seconds"] for r in result[k]) / len(seeds) for k in ("grid", "pbt"))
+        spread = lambda runs: "; ".join("/".join(f"{v:.4f}" for v in r["rmse"]) for r in runs)
+        ratio, met = judged(pbt_s / grid_s, 1.3, at_most=True)
+        problem = "default problem" if target == "polynomial" else "`" + " ".join(pbt.TARGETS[target]) + "`"
+        rows.append(Row(f"9. PBT, {members} members, {target}", f"s (mean of {len(seeds)} seeds of the whole "
+                        f"procedure) and final truth/rmse best/median/worst of the members, per seed "
+                        f"(seed={','.join(map(str, seeds))}), {problem}: `hydra/launcher=vectorized "
+                        f"optimizer.lr=<{members} values log-spaced in [1e-4, 1]>` vs `hparams_search=pbt "
+                        f"hydra.sweeper.population={members}` (lr drawn in [1e-4, 1], log; {epochs} epochs, "
+                        f"exploit/explore every {interval})",
+                        f"{grid_s:.1f} s; {spread(result['grid'])}", f"{pbt_s:.1f} s; {spread(result['pbt'])}",
+                        f"{ratio}× the grid's wall time", "≤ 1.3×", met))
+    return rows
+
+
 def device_name(device: str) -> str:
     import torch
 
@@ -308,7 +332,7 @@ BENCHMARKS = {"t1": lambda s: [target1(**s["t1"])], "t2": lambda s: [target2(**s
               "t5": lambda s: [gpu_row(s["t3"])], "plot": lambda s: plot_rows(**s["plot"]),
               "cli": lambda s: cli_rows(**s["cli"]), "overhead": lambda s: overhead_rows(**s["overhead"]),
               "vec": lambda s: vectorized_rows(**s["vec"]), "peers": lambda s: peer_rows(**s["peers"]),
-              "pop": lambda s: population_rows(**s["pop"])}
+              "pop": lambda s: population_rows(**s["pop"]), "pbt": lambda s: pbt_rows(**s["pbt"])}
 
 
 def main(argv: list[str] | None = None) -> int:

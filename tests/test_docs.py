@@ -200,6 +200,7 @@ COVERED = {
     "own-data.md": ["Walk-through"],  # tests/test_eval.py, tests/test_own_data.py
     "sweeps.md": None,  # tests/test_sweeps.py lists these three pages' commands and runs them with
     "search.md": None,  # tests/test_optuna.py, tests/test_sweep_seeds.py, tests/test_population.py
+    "pbt.md": None,  # tests/test_pbt.py
     "vectorised.md": None,
     "scaling-out.md": None,  # tests/test_scale_out.py
     "performance.md": None,  # tests/test_benchmarks.py: the runner's rows and flags, make bench's target

@@ -20,8 +20,16 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution  # n
 
 from hydrafit.sweeps.pbt import Policy, perturbed  # noqa: E402
 
-# 6 members, 4 intervals of 100 epochs: long enough to stop in the middle of
-PBT = ["-m", "hparams_search=pbt", "hydra.sweeper.population=6", "trainer.max_epochs=500",
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "pbt.md"
+# The page's commands, as the tests below run them (shortened, or with a real directory)
+DOC_COMMANDS = [
+    "hydrafit-train -m hparams_search=pbt",
+    "hydrafit-train -m hparams_search=pbt hydra.sweeper.population=32 hydra.sweeper.perturbation_interval=10",
+    "hydrafit-train pbt_replay=outputs/multiruns/<date>_<time>/7",
+    "hydrafit-train -m resume_sweep=outputs/multiruns/<date>_<time>",
+]
+# The page's second command with 6 members, 4 intervals of 100 epochs: long enough to stop in the middle of
+PBT = [*DOC_COMMANDS[1].split()[1:], "hydra.sweeper.population=6", "trainer.max_epochs=500",
        "hydra.sweeper.perturbation_interval=100"]
 
 
@@ -187,3 +195,31 @@ def test_bad_pbt_settings_are_refused_in_one_line(tmp_path, args, message):
 def test_replay_refuses_a_dir_that_is_not_a_pbt_member(tmp_path):
     proc = run_cli(f"pbt_replay={tmp_path}", cwd=tmp_path, check=False)
     assert proc.returncode == 2 and "pbt_replay:" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_docs_commands_are_the_ones_tested():
+    import re
+
+    blocks = re.findall(r"```bash\n(.*?)```", DOCS.read_text(), re.S)
+    assert [line.strip() for block in blocks for line in block.splitlines() if line.strip()] == DOC_COMMANDS
+
+
+def test_the_first_docs_command_runs_the_preset_as_shipped(tmp_path):
+    """The preset's defaults (16 members, lr in [1e-4, 1], an interval of 25), shortened to 50 epochs."""
+    run_cli(*DOC_COMMANDS[0].split()[1:], "trainer.max_epochs=50", f"hydra.sweep.dir={tmp_path / 's'}",
+            "logger=none", "callbacks.fit_plot.n_images=0", cwd=tmp_path)
+    rows = policy_rows(tmp_path / "s")
+    assert [int(r["epoch"]) for r in rows] == [25] * 4  # ceil(16 * 0.25) members copy, once
+    assert len(list((tmp_path / "s").glob("[0-9]*/pbt_schedule.yaml"))) == 16
+
+
+def test_pbt_on_own_data_ranks_by_val_mse_and_replays(tmp_path):
+    csv_file = Path(__file__).resolve().parents[1] / "examples" / "data" / "temperature.csv"
+    own = ["dataset=csv", f"dataset.path={csv_file}", "dataset.x=day", "dataset.y=temp_c", "optimized_metric=val/mse"]
+    run_cli("-m", "hparams_search=pbt", "hydra.sweeper.population=4", "trainer.max_epochs=40",
+            "hydra.sweeper.perturbation_interval=10", *own, f"hydra.sweep.dir={tmp_path / 's'}", cwd=tmp_path)
+    rows = policy_rows(tmp_path / "s")
+    assert [int(r["epoch"]) for r in rows] == [10, 20, 30]
+    copied = tmp_path / "s" / rows[-1]["member"]
+    run_cli(f"pbt_replay={copied}", f"hydra.run.dir={tmp_path / 'replay'}", cwd=tmp_path)
+    assert read_metrics(tmp_path / "replay")["val/mse"] == read_metrics(copied)["val/mse"]
