@@ -237,7 +237,7 @@ def pbt_rows(members: int, seeds: list[int], epochs: int, interval: int) -> list
         spread = lambda runs: "; ".join("/".join(f"{v:.4f}" for v in r["rmse"]) for r in runs)
         ratio, met = judged(pbt_s / grid_s, 1.3, at_most=True)
         problem = "default problem" if target == "polynomial" else "`" + " ".join(pbt.TARGETS[target]) + "`"
-        rows.append(Row(f"9. PBT, {members} members, {target}", f"s (mean of {len(seeds)} seeds of the whole "
+        rows.append(Row(f"9. PBT vs grid, {target}", f"{members} members each; s (mean of {len(seeds)} seeds of the whole "
                         f"procedure) and final truth/rmse best/median/worst of the members, per seed "
                         f"(seed={','.join(map(str, seeds))}), {problem}: `hydra/launcher=vectorized "
                         f"optimizer.lr=<{members} values log-spaced in [1e-4, 1]>` vs `hparams_search=pbt "

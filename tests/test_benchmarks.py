@@ -20,7 +20,8 @@ ROWS = {"t1": ["1. Seed, per epoch"], "t2": ["2. Whole default run"], "t3": ["3.
         "overhead": ["Sweep bookkeeping, 10 jobs", "Sweep bookkeeping, 100 jobs"],
         "vec": ["6. Vectorised sweep, 48 jobs", "6. Vectorised sweep, 480 jobs"],
         "peers": [f"7. Peers, {n} jobs: {peer}" for n in (48, 480) for peer in ("plain loop", "Optuna")],
-        "pop": ["8. Own data, 48 jobs", "8. Shapes, 480 jobs", "8. Own data, one run"]}
+        "pop": ["8. Own data, 48 jobs", "8. Shapes, 480 jobs", "8. Own data, one run"],
+        "pbt": ["9. PBT vs grid, polynomial", "9. PBT vs grid, expression"]}
 
 
 @pytest.fixture(scope="module")
