@@ -39,7 +39,8 @@ class Exploitation:
         if not self.policy.due(epoch, population.trainer.max_epochs):
             return False
         scores = [float(s) for s in population.metric(self.policy.metric).cpu()]
-        for member, source in self.policy.pairs(scores, epoch):
+        pairs = self.policy.pairs(scores, epoch)
+        for member, source in pairs:
             new = self.policy.explore(self.values[source], epoch, member)
             population.copy_member(source, member, {KEYS[key]: value for key, value in new.items()})
             self.rows.append({"epoch": epoch, "member": member, "copied_from": source,
@@ -47,8 +48,8 @@ class Exploitation:
                               **{f"new {key}": value for key, value in new.items()},
                               "score": scores[member], "copied_score": scores[source]})
             self.values[member] = new
-        log.info("PBT after epoch %d: %d members copied the top ones; best %s = %.6g", epoch,
-                 len(self.policy.pairs(scores, epoch)), self.policy.metric,
+        log.info("PBT after epoch %d: %d members copied the top ones; best %s = %.6g", epoch, len(pairs),
+                 self.policy.metric,
                  min((s for s in scores if math.isfinite(s)), default=math.nan))
         return True
 
