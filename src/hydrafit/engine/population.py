@@ -30,17 +30,18 @@ from torch import nn
 
 from hydrafit.compat.lightning import fit_state
 from hydrafit.compat.tensorboard import fast_event_checksums
-from hydrafit.config.errors import ConfigError, refuse
+from hydrafit.config.errors import refuse
 from hydrafit.config.view import RunView
 from hydrafit.engine.batches import MemberSteps, PopulationBatches
 from hydrafit.engine.callbacks import EpochProgressBar, GracefulStop, NoProfiler
 from hydrafit.engine.memberwise import KINDS, Memberwise, clip_gradients, lr_table
+from hydrafit.engine.outcome import Outcome, restore_state, saved_state
 from hydrafit.engine.pbt import Exploitation
 from hydrafit.engine.stacked import Stack, architectures, core, scaling_table
 from hydrafit.engine.startup import quiet_lightning
 from hydrafit.models import set_attribute
 from hydrafit.report.checkpoint import AtomicCheckpointIO
-from hydrafit.sweeps.pbt import STATE_FILE
+from hydrafit.sweeps.records import PBT_STATE
 
 
 @dataclass
@@ -56,32 +57,6 @@ class Member:
     @functools.cached_property
     def view(self) -> RunView:
         return RunView.of(self.cfg)
-
-
-@dataclass
-class Outcome:
-    """What a population's fit leaves for its members' run directories. A member's state is
-    {"template": Lightning's checkpoint of the fit, "params": its own tensors (its own shape),
-    "optimizer": its torch.optim state}: what its checkpoint is made of."""
-
-    final: dict             # member -> its state when it stopped training (the fit's end, or its own)
-    losses: torch.Tensor    # [epochs, members] train/loss of each epoch
-    val_losses: torch.Tensor | None  # [epochs, members] val/loss, None without a validation split
-    diverged: dict          # member -> (epoch, loss) where its loss stopped being finite
-    finished: dict          # member -> the epoch it finished at, before the fit's end (its max_epochs, or pruned)
-    pruned: dict            # member -> why Optuna's pruner stopped it
-    kept: dict              # diverged member -> its last finite checkpoint (or absent)
-    best: dict              # member -> its state at the periodic save of lowest train/loss (best.ckpt)
-    epochs: int
-    steps_per_epoch: int
-    seconds: float
-    interrupted: str | None = None  # the signal that stopped the fit
-    started: float | None = None    # when the fit started, time.time(): the members' MLflow runs start then
-    pbt: dict | None = None  # hparams_search=pbt: engine.pbt.Exploitation.state() (values, exploits)
-
-    def epochs_of(self, k: int) -> int:
-        """The epochs member k trained: up to where it diverged or finished, or all of the fit's."""
-        return self.diverged[k][0] if k in self.diverged else self.finished.get(k, self.epochs)
 
 
 class Population(pl.LightningModule):
@@ -258,26 +233,10 @@ class Population(pl.LightningModule):
             self.active[k] = True
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """What a resumed PBT run continues with besides the weights and optimizer (Lightning's):
-        the epochs' losses, the members' ends, their best states, the lineage."""
-        stacked = lambda rows: torch.stack(rows).cpu() if rows else None
-        checkpoint["population"] = {
-            "losses": stacked(self.losses), "val_losses": stacked(self.val_losses),
-            "diverged": self.diverged, "kept": self.kept, "best": self.best, "best_loss": self.best_loss,
-            "active": self.active.cpu(), "pbt": self.pbt and self.pbt.state()}
+        checkpoint["population"] = saved_state(self)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        saved = checkpoint["population"]
-        if len(saved["active"]) != len(self.seeds):
-            raise ConfigError(f"resume_sweep: the saved population has {len(saved['active'])} members, "
-                              f"this one {len(self.seeds)}")
-        self.losses = list(saved["losses"]) if saved["losses"] is not None else []
-        self.val_losses = list(saved["val_losses"]) if saved["val_losses"] is not None else []
-        self.diverged, self.kept, self.best = saved["diverged"], saved["kept"], saved["best"]
-        self.best_loss = saved["best_loss"]
-        self.active.copy_(saved["active"])
-        if self.pbt is not None:
-            self.pbt.load(saved["pbt"])
+        restore_state(self, checkpoint["population"])
 
     def finish(self, done: torch.Tensor) -> None:
         """Members that reached their own trainer.max_epochs (or were pruned) before the fit's end
@@ -375,7 +334,7 @@ def fit(members: list[Member], sweep_dir: Path, spare_core: bool = False, prunin
     """Train the members as one population in one Lightning fit on the configured trainer.
     `pruning`: the members' Optuna trials (sweeps.pruning.MemberPruning), in the members' order.
     `pbt`: engine.pbt.Exploitation (a PBT run: the fit saves the population to the sweep
-    directory at each of its intervals, sweeps.pbt.STATE_FILE, and continues from there if it
+    directory at each of its intervals, sweeps.records.PBT_STATE, and continues from there if it
     exists) or engine.pbt.Replay (pbt_replay=).
     `spare_core`: another process works meanwhile (the launcher's record_members), so torch
     uses one thread fewer: its threads wait for each other at every operation, and one that
@@ -393,7 +352,7 @@ def fit(members: list[Member], sweep_dir: Path, spare_core: bool = False, prunin
     resume = None
     if pbt is not None and pbt.resumable:
         extra["plugins"] = [AtomicCheckpointIO()]  # a kill while saving leaves the previous one
-        population.state_path = sweep_dir / STATE_FILE
+        population.state_path = sweep_dir / PBT_STATE
         resume = population.state_path if population.state_path.exists() else None
     # the population trains as long as its longest member; it clips each member's gradients itself
     trainer = instantiate(cfg.trainer, default_root_dir=str(sweep_dir), callbacks=callbacks, logger=False,

@@ -10,6 +10,7 @@ import math
 
 from omegaconf import DictConfig, OmegaConf
 
+from hydrafit.config.errors import refuse
 from hydrafit.config.view import RunView
 from hydrafit.engine.memberwise import HYPERPARAMETERS, KINDS
 
@@ -131,3 +132,18 @@ def describe(n_jobs: int, plan, keys: list[str], max_population) -> None:
     for jobs, why in plan:
         if why is not None:
             log.info("vectorized: job #%d runs alone: %s", jobs[0], why)
+
+
+def one_population(plan, numbers: list[int], built: list, max_population: int | None) -> None:
+    """Refuse in one line a PBT run whose members would not all train in one population: PBT's
+    exploits copy between the members of one fit."""
+    for jobs, why in plan:
+        if why is not None:
+            refuse(f"hparams_search=pbt trains every member in one population; job #{numbers[jobs[0]]} "
+                   f"cannot join it: {why}")
+    if len(plan) > 1:
+        refuse(f"hparams_search=pbt trains every member in one population: hydra.launcher.max_population "
+               f"({max_population}) is below hydra.sweeper.population ({len(numbers)})")
+    if any(built[i] is None for i in plan[0][0]):
+        refuse("hparams_search=pbt trains every member in one population; a member's data or net could not be "
+               "built (hydrafit-train with its overrides, without -m, says why)")

@@ -29,7 +29,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from hydrafit.compat.hydra import apply_overrides, job_return, overrides_dirname, returned_value
-from hydrafit.config.errors import ConfigError, refuse
+from hydrafit.config.errors import ConfigError
 from hydrafit.config.validate import validate
 from hydrafit.engine.startup import import_lightning
 from hydrafit.launch.processes import forked, picklable, process_count, share
@@ -87,19 +87,18 @@ class VectorizedLauncher(Launcher):
             built = self.prepare_all(configs, tasks)
         finally:
             HydraConfig.instance().cfg = original
-        from hydrafit.launch.grouping import group
+        from hydrafit.launch.grouping import group, one_population
 
         returns: List[Optional[JobReturn]] = [None] * len(configs)
         stop: Optional[SystemExit] = None
         plan = group(tasks, self.max_population)
-        pbt = self.pbt
-        if pbt is not None:
-            one_population(plan, configs, built, self.max_population)
+        if self.pbt is not None:
+            one_population(plan, [c.hydra.job.num for c in configs], built, self.max_population)
         for jobs, why in plan:
             if stop is not None:
                 break
-            stop = self.run_population(jobs, configs, tasks, built, returns, sweep_dir, pbt) \
-                if why is None and len(jobs) > 1 else self.run_alone(jobs[0], configs, returns)  # a population of one is an ordinary run
+            stop = self.run_population(jobs, configs, tasks, built, returns, sweep_dir) if why is None and len(jobs) > 1 \
+                else self.run_alone(jobs[0], configs, returns)  # a population of one is an ordinary run
             HydraConfig.instance().cfg = original
         if stop is not None:
             raise stop
@@ -339,10 +338,8 @@ class VectorizedLauncher(Launcher):
         finally:
             HydraConfig.instance().cfg = original
 
-    def run_population(self, jobs: List[int], configs, tasks, built, returns, sweep_dir: Path,
-                       pbt=None) -> Optional[SystemExit]:
-        """Fit the members `built` (prepare) together, write each job. `pbt`: the population is
-        a PBT run's (hydrafit.sweeps.pbt.Policy): its lineage goes to the sweep directory."""
+    def run_population(self, jobs: List[int], configs, tasks, built, returns, sweep_dir: Path) -> Optional[SystemExit]:
+        """Fit the members `built` (prepare) together, write each job (and a PBT run's lineage)."""
         from hydrafit.engine.pbt import Exploitation
         from hydrafit.engine.population import fit, load_results
         from hydrafit.report.figure import fit_images
@@ -363,11 +360,10 @@ class VectorizedLauncher(Launcher):
             population = list(members.values())
             outcome = fit(population, sweep_dir, spare_core=recorder is not None,
                           pruning=member_pruning(population, [configs[i].hydra for i in members]),
-                          pbt=pbt and Exploitation(pbt, [m.cfg for m in population]))
+                          pbt=self.pbt and Exploitation(self.pbt, [m.cfg for m in population]))
             load_results(population, outcome)
-            if outcome.pbt is not None:  # the members' job numbers name them in the lineage files
-                outcome.pbt["numbers"] = [configs[i].hydra.job.num for i in members]
-                write_lineage(sweep_dir, outcome, outcome.pbt["numbers"], pbt)
+            if outcome.pbt is not None:
+                write_lineage(sweep_dir, outcome, [configs[i].hydra.job.num for i in members], self.pbt)
             images = fit_images(population, outcome)
             member_tasks = {i: member_task(population[k], outcome, k, len(members), images[k])
                             for k, i in enumerate(members)}
@@ -382,21 +378,6 @@ class VectorizedLauncher(Launcher):
         for i in sorted(alone):
             stop = self.run_alone(i, configs, returns) or stop
         return stop
-
-
-def one_population(plan, configs, built, max_population: Optional[int]) -> None:
-    """Refuse in one line a PBT run whose members would not all train in one population: PBT's
-    exploits copy between the members of one fit."""
-    for jobs, why in plan:
-        if why is not None:
-            refuse(f"hparams_search=pbt trains every member in one population; job #{configs[jobs[0]].hydra.job.num} "
-                   f"cannot join it: {why}")
-    if len(plan) > 1:
-        refuse(f"hparams_search=pbt trains every member in one population: hydra.launcher.max_population "
-               f"({max_population}) is below hydra.sweeper.population ({len(configs)})")
-    if any(built[i] is None for i in plan[0][0]):
-        refuse("hparams_search=pbt trains every member in one population; a member's data or net could not be "
-               "built (hydrafit-train with its overrides, without -m, says why)")
 
 
 def failed(error: Exception, out: Path) -> Exception:

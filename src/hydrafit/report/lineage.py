@@ -122,8 +122,10 @@ def lineage_png(state: dict, numbers: list[int], epochs: int, log_keys: set) -> 
 
 
 def write_lineage(sweep_dir: Path, outcome, numbers: list[int], policy) -> None:
-    """pbt_policy.csv and pbt_lineage.png in the sweep directory."""
+    """pbt_policy.csv and pbt_lineage.png in the sweep directory; the members' job numbers
+    (`numbers`, which name them in both and in their pbt_schedule.yaml) go to outcome.pbt."""
     state = outcome.pbt
+    state["numbers"] = numbers
     write_atomic(sweep_dir / POLICY_FILE, policy_csv(state, numbers))
     log_keys = {key for key, dist in policy.space.items() if getattr(dist, "log", False)}
     write_atomic(sweep_dir / FIGURE_FILE, lineage_png(state, numbers, outcome.epochs, log_keys))

@@ -33,6 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from hydrafit.config.errors import refuse
 from hydrafit.sweeps.grammar import parse_sweep
+from hydrafit.sweeps.records import PBT_STATE
 from hydrafit.sweeps.resumable import launch_jobs
 from hydrafit.sweeps.study import search_space
 
@@ -46,7 +47,6 @@ SWEEPER = "PBTSweeper"  # the class name hydra.sweeper._target_ ends with
 # scheduler (PBT's perturbations are the schedule) or optimizer.betas (a pair, not a number).
 KEYS = {"optimizer.lr": "lr", "optimizer.weight_decay": "weight_decay", "optimizer.eps": "eps",
         "optimizer.momentum": "momentum"}
-STATE_FILE = "pbt_population.ckpt"  # in the sweep directory: the live population, for resume_sweep=
 
 
 @dataclass
@@ -180,7 +180,7 @@ class PBTSweeper(Sweeper):
             refuse(f"hparams_search=pbt trains its population in one fit: hydra/launcher must be vectorized, "
                    f"got {launcher.rsplit('.', 1)[-1]}")
         check(policy)
-        state = self.sweep_dir / STATE_FILE
+        state = self.sweep_dir / PBT_STATE
         if state.exists() and self.resume_from is None:
             refuse(f"hydra.sweep.dir: '{self.sweep_dir}' holds a PBT population; continue it with "
                    f"hydrafit-train -m resume_sweep={self.sweep_dir}, or choose another hydra.sweep.dir")

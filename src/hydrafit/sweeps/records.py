@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 GRID_SWEEPERS = ("BasicSweeper", "ResumableSweeper")  # sweepers whose job list is known up front
 
 
+PBT_STATE = "pbt_population.ckpt"  # a PBT run's live population, saved at each interval (resume_sweep=)
 IGNORED_KEYS = ("resume_sweep", "hparams_search", "resume")  # overrides that say how, not what, a job ran
 
 

@@ -41,7 +41,7 @@ from hydrafit.config.errors import ConfigError
 from hydrafit.rundir.checkpoints import read_last
 from hydrafit.rundir.files import read_metrics, running_process
 from hydrafit.sweeps.grammar import grid_jobs
-from hydrafit.sweeps.records import Plan, job_dirs
+from hydrafit.sweeps.records import PBT_STATE, Plan, job_dirs
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +209,7 @@ class ResumableSweeper(Sweeper):
 
     def _population(self, original: DictConfig, sweep_dir: Path, config: DictConfig) -> Any:
         """Continue the PBT run recorded in `original`: its whole population again, from the
-        population it saved at its last interval (sweeps.pbt.STATE_FILE; from epoch 0 without
+        population it saved at its last interval (sweeps.records.PBT_STATE; from epoch 0 without
         one), each member's earlier attempt set aside (its files are written anew, lineage and
         every epoch's losses included)."""
         statuses = {n: read_metrics(d / "metrics.json")[0] for n, d in job_dirs(sweep_dir).items()}
@@ -217,9 +217,7 @@ class ResumableSweeper(Sweeper):
         if len(statuses) == population and set(statuses.values()) == {"completed"}:
             log.info("Resuming %s: the PBT run completed; nothing to run", sweep_dir)
             return []
-        from hydrafit.sweeps.pbt import STATE_FILE  # (that module launches through this one)
-
-        state = sweep_dir / STATE_FILE
+        state = sweep_dir / PBT_STATE
         log.info("Resuming %s: the PBT population %s", sweep_dir,
                  "continues from its last saved interval" if state.exists() else "starts again (nothing saved)")
         self._set_aside(sweep_dir, sorted(statuses))
