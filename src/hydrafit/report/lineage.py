@@ -95,7 +95,7 @@ def lineage_png(state: dict, numbers: list[int], epochs: int, log_keys: set) -> 
     the exploits, marked), coloured by its final score (best dark)."""
     from matplotlib import colormaps
     from matplotlib.cm import ScalarMappable
-    from matplotlib.colors import Normalize
+    from matplotlib.colors import LogNorm, Normalize
     from matplotlib.figure import Figure
 
     from hydrafit.plotting import png
@@ -103,7 +103,10 @@ def lineage_png(state: dict, numbers: list[int], epochs: int, log_keys: set) -> 
     keys, metric = list(state["initial"][0]), state["metric"]
     scores = [s if math.isfinite(s) else math.nan for s in state["final_scores"]]
     finite = [s for s in scores if not math.isnan(s)] or [0.0]
-    norm, cmap = Normalize(min(finite), max(finite)), colormaps["viridis"]
+    low, high = min(finite), max(finite)
+    # errors are told apart by ratios: a log scale, so that one bad member does not wash out the others
+    norm = LogNorm(low, high) if 0 < low < high else Normalize(low, high)
+    cmap = colormaps["viridis"]
     fig = Figure(figsize=(7, 3.2 * len(keys)), dpi=110, layout="constrained")
     axes = fig.subplots(len(keys), 1, squeeze=False)[:, 0]
     for ax, key in zip(axes, keys):
