@@ -81,6 +81,7 @@ def test_exploit_copies_weights_and_optimizer_state_and_sets_the_new_values():
     from hydra import compose, initialize_config_module
 
     from hydrafit.config import plugins, resolvers  # noqa: F401
+    from hydrafit.engine.pbt import copy_member
     from hydrafit.engine.population import Member, Population
     from hydrafit.engine.single import build_model
 
@@ -95,7 +96,7 @@ def test_exploit_copies_weights_and_optimizer_state_and_sets_the_new_values():
     before = [t.detach().clone() for t in population.stacked]
     moments = {p: {k: v.clone() for k, v in optimizer.state[p].items()} for p in population.stacked}
     assert not torch.equal(before[0][2], before[0][0])  # different lrs: different weights
-    population.copy_member(0, 2, {"lr": 0.5})
+    copy_member(population, 0, 2, {"lr": 0.5})
     for p, old in zip(population.stacked, before):
         assert torch.equal(p[2], old[0])
         for k in (0, 1, 3):

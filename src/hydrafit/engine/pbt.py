@@ -13,11 +13,31 @@ from __future__ import annotations
 import logging
 import math
 
+import torch
 from omegaconf import OmegaConf
 
 from hydrafit.sweeps.pbt import KEYS
 
 log = logging.getLogger(__name__)
+
+
+def copy_member(population, source: int, k: int, values: dict) -> None:
+    """Exploit and explore: member k of `population` (engine.population.Population) takes member
+    `source`'s weights and optimizer state, and trains on with hyperparameters `values` ({lr: ..}).
+    A diverged member that copies a live one lives again."""
+    g = population.stack_of(k)
+    a = population.spans[g][0]
+    with torch.no_grad():
+        for tensors in population.stack_tensors()[g]:
+            for t in tensors.values():
+                t[k - a] = t[source - a]
+    optimizer = population.optimizers().optimizer
+    optimizer.copy_member(source, k)
+    optimizer.set_member(k, values)
+    if k in population.diverged:
+        del population.diverged[k]
+        population.kept.pop(k, None)
+        population.active[k] = True
 
 
 class Exploitation:
@@ -42,7 +62,7 @@ class Exploitation:
         pairs = self.policy.pairs(scores, epoch)
         for member, source in pairs:
             new = self.policy.explore(self.values[source], epoch, member)
-            population.copy_member(source, member, {KEYS[key]: value for key, value in new.items()})
+            copy_member(population, source, member, {KEYS[key]: value for key, value in new.items()})
             self.rows.append({"epoch": epoch, "member": member, "copied_from": source,
                               **{f"old {key}": self.values[member][key] for key in new},
                               **{f"new {key}": value for key, value in new.items()},

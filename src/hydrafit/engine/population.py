@@ -131,6 +131,7 @@ class Population(pl.LightningModule):
         self.best_loss = torch.full((len(members),), math.inf)
         self._snapshot: dict | None = None
         self.state_path: Path | None = None  # a PBT run's population checkpoint (fit)
+        self._saving = False
 
     __setattr__ = set_attribute
 
@@ -212,28 +213,19 @@ class Population(pl.LightningModule):
             self.finish((self.max_epochs == self.current_epoch + 1) & self.active.cpu())
         self.prune()
         if self.pbt is not None and self.pbt.after_epoch(self, self.current_epoch + 1) and self.state_path:
-            self.trainer.save_checkpoint(self.state_path)  # resume_sweep= continues from here
+            self.save_population()
 
-    def copy_member(self, source: int, k: int, values: dict) -> None:
-        """PBT's exploit and explore (engine.pbt): member k takes member `source`'s weights and
-        optimizer state, and trains on with hyperparameters `values`. A diverged member that
-        copies a live one lives again."""
-        g = self.stack_of(k)
-        a = self.spans[g][0]
-        with torch.no_grad():
-            for tensors in self.stack_tensors()[g]:
-                for t in tensors.values():
-                    t[k - a] = t[source - a]
-        optimizer = self.optimizers().optimizer
-        optimizer.copy_member(source, k)
-        optimizer.set_member(k, values)
-        if k in self.diverged:
-            del self.diverged[k]
-            self.kept.pop(k, None)
-            self.active[k] = True
+    def save_population(self) -> None:
+        """The whole population to state_path, for resume_sweep= to continue from (a PBT run)."""
+        self._saving = True
+        try:
+            self.trainer.save_checkpoint(self.state_path)
+        finally:
+            self._saving = False
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["population"] = saved_state(self)
+        if self._saving:  # not the members' snapshots (lightning_state), which Lightning dumps too
+            checkpoint["population"] = saved_state(self)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         restore_state(self, checkpoint["population"])
