@@ -45,7 +45,7 @@ test: install ui
 	$(BIN)/python -m pytest -m "not cluster" $(PYTEST_ARGS)
 
 # tests/cluster against real services it starts itself (a one-node SLURM cluster with accounting,
-# a PostgreSQL server), ~1 min. Needs root and apt-get: the Debian packages are installed when one
+# a PostgreSQL server), ~2 min. Needs root and apt-get: the Debian packages are installed when one
 # is missing (dpkg-query shows "ii" for each installed one). Noninteractive, so that no package's
 # configuration question waits for a terminal. The services use ports of their own, so the system
 # ones that apt may start elsewhere do not collide with them.

@@ -9,8 +9,8 @@ from pathlib import Path
 @contextlib.contextmanager
 def sqlite_lock(url: str):
     """Serialise the creation of an SQLite store (an Optuna study, an MLflow tracking store):
-    workers creating one database file at the same moment race in its table creation. Other
-    databases need no lock."""
+    workers creating one database file at the same moment race in its table creation. A database
+    server's workers may be on other machines: sweeps.study.created retries theirs instead."""
     if not url.startswith("sqlite:///"):
         yield
         return

@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import threading
+import time
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -59,7 +60,24 @@ def storage(url: str, heartbeat_interval: int | None = None, grace_period: int |
                  stale_callback_keyword(): on_stale}
     with sqlite_lock(url), warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
-        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, **beats)
+        return created(lambda: optuna.storages.RDBStorage(url, engine_kwargs=kwargs, **beats))
+
+
+def created(make, tries: int = 5):
+    """make() of a storage, again if a worker on another connection created its tables at the
+    same moment: workers of a database server (PostgreSQL; several machines, which no file lock
+    serialises) race in the creation of a new store's tables, and the loser fails with a
+    duplicate (PostgreSQL: 'duplicate key ... alembic_version'); tried again, it finds the
+    tables the winner made."""
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    for attempt in range(tries):
+        try:
+            return make()
+        except (IntegrityError, ProgrammingError):
+            if attempt == tries - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 def stale_callback_keyword() -> str:
