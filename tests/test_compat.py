@@ -9,10 +9,12 @@ import sys
 import pytest
 
 
-@pytest.mark.parametrize("library", ["hydra", "omegaconf", "lightning", "tensorboard", "stdlib"])
+@pytest.mark.parametrize("library", ["hydra", "omegaconf", "lightning", "tensorboard", "stdlib", "submitit"])
 def test_private_names_still_exist(library):
     import importlib
 
+    if library == "submitit":
+        pytest.importorskip("submitit")  # the sweeps extra
     importlib.import_module(f"hydrafit.compat.{library}").check()
 
 

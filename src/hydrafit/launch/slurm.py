@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from omegaconf import OmegaConf
 
+from hydrafit.compat.submitit import shared_parameters
 from hydrafit.config.errors import refuse
 from hydrafit.sweeps.resumable import consecutive_runs
 
@@ -56,7 +57,7 @@ class Queue:
         params = dict(self.params)
         executor = submitit.AutoExecutor(folder=params.pop("submitit_folder"), cluster="slurm",
                                          slurm_max_num_timeout=params.pop("max_num_timeout", 0))
-        shared = submitit.AutoExecutor._valid_parameters()  # timeout_min, mem_gb, cpus_per_task, ...
+        shared = shared_parameters()  # timeout_min, mem_gb, cpus_per_task, ...
         executor.update_parameters(**{k if k in shared else f"slurm_{k}": v for k, v in params.items()})
         return executor
 
