@@ -7,6 +7,7 @@ becomes in the sweep is hydrafit.launch.cluster's.
 import contextlib
 import io
 import logging
+import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -87,16 +88,29 @@ class Queue:
         returns); a second Ctrl-C does not wait (exit code 130). The caller reports the jobs,
         then stops the sweep (run)."""
         watch = Watch(jobs, names(numbers), self.pending_timeout_min)
-        try:
-            return False, watch.run()
-        except KeyboardInterrupt:
-            log.error("Ctrl-C: cancelling the sweep's SLURM jobs %s; waiting for them to end (Ctrl-C again: "
-                      "do not wait)", " ".join(jobs[i].job_id for i in watch.left()))
-            watch.cancel_all()
-        try:
-            return True, watch.run()
-        except KeyboardInterrupt:
-            raise SystemExit(130) from None
+        with interruptible():
+            try:
+                return False, watch.run()
+            except KeyboardInterrupt:
+                log.error("Ctrl-C: cancelling the sweep's SLURM jobs %s; waiting for them to end (Ctrl-C again: "
+                          "do not wait)", " ".join(jobs[i].job_id for i in watch.left()))
+                watch.cancel_all()
+            try:
+                return True, watch.run()
+            except KeyboardInterrupt:
+                raise SystemExit(130) from None
+
+
+@contextlib.contextmanager
+def interruptible():
+    """SIGINT raises KeyboardInterrupt while the sweep waits, even in a process started with
+    SIGINT ignored (a background job of a shell script: Python then keeps it ignored), as a fit's
+    GracefulStop handles it there too (hydrafit.engine.callbacks)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class Watch:
