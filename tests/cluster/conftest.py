@@ -38,36 +38,32 @@ def service_root(name: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"hydrafit-{name}-"))
 
 
+def running(kind, binaries, users: list[str], what: str):
+    """A started `kind` (services.Slurm or Postgres) in a folder of its own, stopped and removed
+    at the end; a skip saying what is missing where it cannot start."""
+    reason = services.missing(binaries, users)
+    if reason:
+        pytest.skip(f"no {what}: {reason}")
+    root = service_root(kind.__name__.lower())
+    service = kind(root)
+    try:
+        service.start()
+        STARTUP_SECONDS.update(service.startup_seconds)
+        yield service
+    finally:
+        service.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def slurm_cluster():
     """A running one-node cluster: `.env` (merge into a client's environment: SLURM_CONF),
     `.partition`, `.conf`, `.startup_seconds`, `.sacct_jobs(since)`."""
-    reason = services.missing(services.SLURM_BINARIES, services.SLURM_USERS)
-    if reason:
-        pytest.skip(f"no SLURM cluster: {reason}")
-    root = service_root("slurm")
-    cluster = services.Slurm(root)
-    try:
-        cluster.start()
-        STARTUP_SECONDS.update(cluster.startup_seconds)
-        yield cluster
-    finally:
-        cluster.stop()
-        shutil.rmtree(root, ignore_errors=True)
+    yield from running(services.Slurm, services.SLURM_BINARIES, services.SLURM_USERS, "SLURM cluster")
 
 
 @pytest.fixture(scope="session")
 def postgres_url():
     """postgresql://postgres@127.0.0.1:<port>/hydrafit of a running server."""
-    reason = services.missing(services.POSTGRES_BINARIES, ["postgres"])
-    if reason:
-        pytest.skip(f"no PostgreSQL server: {reason}")
-    root = service_root("postgres")
-    server = services.Postgres(root)
-    try:
-        server.start()
-        STARTUP_SECONDS.update(server.startup_seconds)
+    for server in running(services.Postgres, services.POSTGRES_BINARIES, ["postgres"], "PostgreSQL server"):
         yield server.url
-    finally:
-        server.stop()
-        shutil.rmtree(root, ignore_errors=True)

@@ -133,4 +133,3 @@ class NoProfiler(pl.profilers.PassThroughProfiler):
 
     def profile(self, action_name: str):
         return self._nothing
-

@@ -16,6 +16,7 @@ import math
 import torch
 from omegaconf import OmegaConf
 
+from hydrafit.report.lineage import segment_values
 from hydrafit.sweeps.pbt import KEYS
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ class Exploitation:
     resumable = True  # the population is saved at each interval (engine.population.fit)
 
     def __init__(self, policy, cfgs: list):
-        self.policy = policy
+        self.policy, self.metric = policy, policy.metric  # metric: what ranks the members
         self.initial = [{key: OmegaConf.select(cfg, key) for key in policy.space} for cfg in cfgs]
         self.values = [dict(v) for v in self.initial]
         self.rows: list[dict] = []
@@ -58,7 +59,7 @@ class Exploitation:
         """Exploit and explore if `epoch` epochs end an interval (policy.due); whether they did."""
         if not self.policy.due(epoch, population.trainer.max_epochs):
             return False
-        scores = [float(s) for s in population.metric(self.policy.metric).cpu()]
+        scores = [float(s) for s in population.metric(self.metric).cpu()]
         pairs = self.policy.pairs(scores, epoch)
         for member, source in pairs:
             new = self.policy.explore(self.values[source], epoch, member)
@@ -88,23 +89,20 @@ class Replay:
     arithmetic). state() is the lineage as one member's values (report.member logs them)."""
 
     resumable = False
+    metric = None  # nothing is ranked
 
     def __init__(self, lineage: list[dict]):
         self.lineage = lineage
 
-    @staticmethod
-    def values(segment: dict) -> dict:
-        return {key: value for key, value in segment.items() if key in KEYS}
-
     def after_epoch(self, population, epoch: int) -> bool:
         for segment in self.lineage[1:]:
             if segment["from_epoch"] == epoch:
-                values = {KEYS[key]: value for key, value in self.values(segment).items()}
+                values = {KEYS[key]: value for key, value in segment_values(segment).items()}
                 for k in range(len(population.seeds)):
                     population.optimizers().optimizer.set_member(k, values)
         return False
 
     def state(self) -> dict:
-        rows = [{"epoch": s["from_epoch"], "member": 0, **{f"new {k}": v for k, v in self.values(s).items()}}
+        rows = [{"epoch": s["from_epoch"], "member": 0, **{f"new {k}": v for k, v in segment_values(s).items()}}
                 for s in self.lineage[1:]]
-        return {"initial": [self.values(self.lineage[0])], "rows": rows, "numbers": None}
+        return {"initial": [segment_values(self.lineage[0])], "rows": rows, "numbers": None}

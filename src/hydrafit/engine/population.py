@@ -114,7 +114,7 @@ class Population(pl.LightningModule):
         if self.pbt is not None and self.lrs is not None:
             refuse("scheduler: PBT's explored values are the members' schedule; use scheduler=none with "
                    "hparams_search=pbt")
-        metrics = {pruning and pruning.metric, getattr(getattr(pbt, "policy", None), "metric", None)}
+        metrics = {pruning and pruning.metric, pbt and pbt.metric}
         if "truth/rmse" in metrics:  # where a single run computes it (metrics)
             grids = [m.datamodule.grid() for m in members]
             self.data |= {"grid": torch.stack(grids),
@@ -316,7 +316,7 @@ class Population(pl.LightningModule):
 
     def on_train_end(self) -> None:
         if isinstance(self.pbt, Exploitation):  # what the lineage figure colours each member by
-            self.pbt.final_scores = [float(s) for s in self.metric(self.pbt.policy.metric).cpu()]
+            self.pbt.final_scores = [float(s) for s in self.metric(self.pbt.metric).cpu()]
         snapshot = self.snapshot()
         for k in range(len(self.seeds)):
             self.final.setdefault(k, self.member_state(snapshot, k))

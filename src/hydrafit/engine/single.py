@@ -23,8 +23,8 @@ from hydrafit.engine.callbacks import NoProfiler
 from hydrafit.engine.lr_finder import find_lr
 from hydrafit.engine.startup import quiet_lightning
 from hydrafit.metrics import metric_names
-from hydrafit.report.lineage import read_lineage
 from hydrafit.models import Regressor
+from hydrafit.report.lineage import read_lineage, segment_values
 from hydrafit.report.loggers import log_hyperparameters, logger_configs, purge_step
 from hydrafit.report.status import RunStopped, run_status
 from hydrafit.rundir.checkpoints import read_last
@@ -170,9 +170,8 @@ def replayed_run(cfg: DictConfig):
         if override.startswith("trainer."):
             key = override.split("=", 1)[0]
             OmegaConf.update(replay, key, OmegaConf.select(cfg, key))
-    for key, value in lineage[0].items():
-        if key not in ("from_epoch", "trained_as"):
-            OmegaConf.update(replay, key, value)
+    for key, value in segment_values(lineage[0]).items():
+        OmegaConf.update(replay, key, value)
     replay.pbt_replay = str(run_dir)
     log.info("Replaying  PBT member %s: %s", run_dir, "; ".join(
         f"from epoch {s['from_epoch']} as member {s['trained_as']}" for s in lineage))

@@ -73,6 +73,11 @@ def schedule_yaml(state: dict, k: int, numbers: list[int]) -> str:
     }, sort_keys=False)
 
 
+def segment_values(segment: dict) -> dict:
+    """The hyperparameters of a schedule's or lineage's segment ({config key: value})."""
+    return {key: value for key, value in segment.items() if key not in ("from_epoch", "trained_as", "copied_from")}
+
+
 def read_lineage(run_dir: Path) -> list[dict]:
     """The lineage a member's pbt_schedule.yaml records (pbt_replay=)."""
     return yaml.safe_load((run_dir / SCHEDULE_FILE).read_text())["lineage"]

@@ -197,15 +197,19 @@ class ResumableSweeper(Sweeper):
         settings["sampler"] = OmegaConf.to_container(original.hydra.sweeper.sampler, resolve=True)
         if self.n_trials is not None:
             settings["n_trials"] = self.n_trials
-        search = instantiate(settings, _convert_="all")
-        search.resume_from = sweep_dir
+        return self._hand_over(settings, original, sweep_dir, config)
+
+    def _hand_over(self, settings: dict, original: DictConfig, sweep_dir: Path, config: DictConfig) -> Any:
+        """The recorded sweeper (`settings`, its hydra.sweeper) built again and run on the sweep's
+        own overrides, resuming `sweep_dir`, launched as `config` (resume_launcher) says."""
+        sweeper = instantiate(settings, _convert_="all")
+        sweeper.resume_from = sweep_dir
         with read_write(config.hydra), open_dict(config.hydra):
-            # the search's jobs read their sweeper (hydra/launcher=vectorized: each member's
-            # Optuna trial and pruner, sweeps.study.job_trial)
+            # the jobs read their sweeper (hydra/launcher=vectorized: each member's Optuna trial
+            # and pruner, sweeps.study.job_trial)
             config.hydra.sweeper = settings
-        search.setup(hydra_context=self.grid.hydra_context, task_function=self.task_function,
-                     config=config)
-        return search.sweep([str(o) for o in original.hydra.overrides.task])
+        sweeper.setup(hydra_context=self.grid.hydra_context, task_function=self.task_function, config=config)
+        return sweeper.sweep([str(o) for o in original.hydra.overrides.task])
 
     def _population(self, original: DictConfig, sweep_dir: Path, config: DictConfig) -> Any:
         """Continue the PBT run recorded in `original`: its whole population again, from the
@@ -221,13 +225,8 @@ class ResumableSweeper(Sweeper):
         log.info("Resuming %s: the PBT population %s", sweep_dir,
                  "continues from its last saved interval" if state.exists() else "starts again (nothing saved)")
         self._set_aside(sweep_dir, sorted(statuses))
-        settings = OmegaConf.to_container(original.hydra.sweeper, resolve=True)
-        search = instantiate(settings, _convert_="all")
-        search.resume_from = sweep_dir
-        with read_write(config.hydra), open_dict(config.hydra):
-            config.hydra.sweeper = settings
-        search.setup(hydra_context=self.grid.hydra_context, task_function=self.task_function, config=config)
-        return search.sweep([str(o) for o in original.hydra.overrides.task])
+        return self._hand_over(OmegaConf.to_container(original.hydra.sweeper, resolve=True), original, sweep_dir,
+                               config)
 
     def _grid(self, task_overrides, params) -> List[List[str]]:
         params = OmegaConf.to_container(params, resolve=False) if params else {}
