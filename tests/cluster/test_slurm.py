@@ -235,3 +235,18 @@ def test_ctrl_c_cancels_a_vectorised_sweeps_cluster_job_and_resume_sweep_complet
     train(slurm_cluster, tmp_path, "-m", f"resume_sweep={sweep}")
     assert [r["status"] for r in summary(sweep)] == ["completed"] * 4
     assert len(cluster_jobs(sweep)) == 2
+
+
+def test_pbt_on_slurm_vectorized_is_one_cluster_job_with_its_lineage(slurm_cluster, tmp_path):
+    """hparams_search=pbt on hydra/launcher=slurm_vectorized: the population trains as PBT in one
+    SLURM job (the policy travels with the chunk), its lineage in the sweep dir."""
+    sweep = tmp_path / "sweep"
+    proc = train(slurm_cluster, tmp_path, "-m", "hparams_search=pbt", "hydra/launcher=slurm_vectorized",
+                 "hydra.sweeper.population=4", "trainer.max_epochs=20", "hydra.sweeper.perturbation_interval=10",
+                 f"hydra.sweep.dir={sweep}")
+    assert len(cluster_jobs(sweep)) == 1
+    rows = (sweep / "pbt_policy.csv").read_text().splitlines()
+    assert rows[0].startswith("epoch,member,copied_from") and [r.split(",")[0] for r in rows[1:]] == ["10"]
+    for n in range(4):
+        assert (sweep / str(n) / "pbt_schedule.yaml").is_file()
+    no_traceback(proc.stdout, proc.stderr)

@@ -158,12 +158,14 @@ class Chunk:
     max_population: Optional[int]
     processes: Optional[int]
     singletons: Dict[Any, Any]
+    pbt: Any = None  # hydrafit.sweeps.pbt.Policy of a PBT run (hparams_search=pbt), as the launcher got it
 
     def __call__(self, job_overrides: List[List[str]], numbers: List[int]) -> List[JobReturn]:
         Singleton.set_state(self.singletons)
         # the CPUs SLURM gave the job, not the node's (no task binding: sched_getaffinity sees all)
         cpus = int(os.environ.get("SLURM_CPUS_PER_TASK", 0)) or None
         launcher = VectorizedLauncher(self.max_population, self.processes or cpus)
+        launcher.pbt = self.pbt
         launcher.setup(hydra_context=self.hydra_context, task_function=self.task_function, config=self.config)
         return list(launcher.launch_numbered(job_overrides, numbers))
 
@@ -182,6 +184,7 @@ class SlurmVectorizedLauncher(Launcher):
         self.config: Optional[DictConfig] = None
         self.hydra_context: Optional[HydraContext] = None
         self.task_function: Optional[TaskFunction] = None
+        self.pbt = None  # hydrafit.sweeps.pbt.Policy: the jobs are one PBT population (PBTSweeper sets it)
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
@@ -195,7 +198,7 @@ class SlurmVectorizedLauncher(Launcher):
         chunks = [range(k, min(k + size, len(numbers))) for k in range(0, len(numbers), size)]
         start(self.config, f"{len(chunks)} SLURM job{'s' * (len(chunks) > 1)} of at most {size}", overrides, numbers)
         chunk = Chunk(self.hydra_context, self.config, self.task_function, self.max_population, self.processes,
-                      Singleton.get_state())
+                      Singleton.get_state(), self.pbt)
         own = [[overrides[k] for k in c] for c in chunks]
         groups = [[numbers[k] for k in c] for c in chunks]
         return run(self.queue, chunk, (own, groups), own, groups, self.config, self.hydra_context)

@@ -177,8 +177,8 @@ class PBTSweeper(Sweeper):
         policy = Policy(space=space, **self.settings)
         launcher = str(self.config.hydra.launcher.get("_target_", ""))
         if not hasattr(self.launcher, "launch_numbered"):
-            refuse(f"hparams_search=pbt trains its population in one fit: hydra/launcher must be vectorized, "
-                   f"got {launcher.rsplit('.', 1)[-1]}")
+            refuse(f"hparams_search=pbt trains its population in one fit: hydra/launcher must be vectorized "
+                   f"(or slurm_vectorized), got {launcher.rsplit('.', 1)[-1]}")
         check(policy)
         state = self.sweep_dir / PBT_STATE
         if state.exists() and self.resume_from is None:
